@@ -1,0 +1,332 @@
+/**
+ * Section 4 of the codelab: JPEGs listed in train/eval CSVs → TFRecord shards of tf.train.Example,
+ * the input of the ResNet trainer. Local equivalent of tensorflow/tpu's jpeg_to_tf_record.py
+ * (the Dataflow job of section 5), on all cores.
+ *
+ * Output is all-or-nothing: shards are written into a staging folder and moved into `outputDir`
+ * only when every record is written, so a failed or killed run leaves the old outputs (or none).
+ * Output is deterministic: the same inputs and settings give byte-identical shards.
+ */
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as fsp from 'node:fs/promises';
+import * as crypto from 'node:crypto';
+import { Piscina } from 'piscina';
+import * as storage from '../storage';
+import { UserError } from '../errors';
+import { readLabeledCsv, readLabels, validateDataset, LabeledImage } from '../dataset';
+import { TFRecordWriter } from '../tfrecord';
+import { mulberry32, shuffled } from '../random';
+import { shardName, planShards, defaultShardCount, Split } from './shards';
+import type { WorkerTask } from './worker';
+import type { ImageRecordResult, ReencodeReason } from './image';
+
+export interface PreprocessOptions {
+  trainCsv: string;
+  validationCsv: string;
+  labelsFile: string;
+  outputDir: string;
+  /** Shards per split (fewer when a split has fewer rows). Default: about 1,024 records a shard. */
+  numShards?: number;
+  /** Cap on the longest image side; 0 (default) keeps the original JPEG bytes. */
+  resize?: number;
+  /** Replace earlier outputs (train-*, validation-*, the report) in outputDir. */
+  overwrite?: boolean;
+  /** Fail on the first image that cannot be used instead of skipping it. */
+  strict?: boolean;
+  /** Worker threads; default: one per core. */
+  workers?: number;
+  /** Seed of the training-row shuffle that mixes classes across shards. */
+  seed?: number;
+  onProgress?: (p: PreprocessProgress) => void;
+}
+
+export interface PreprocessProgress {
+  done: number;
+  total: number;
+  skipped: number;
+  split: Split;
+  imagesPerSecond: number;
+}
+
+export interface SkippedRow {
+  split: Split;
+  csv: string;
+  line: number;
+  path: string;
+  reason: string;
+}
+
+export interface SplitReport {
+  csv: string;
+  rows: number;
+  records: number;
+  skipped: number;
+  perClass: Record<string, number>;
+  shards: string[];
+}
+
+/** What `preprocess_report.json` holds. No times or machine facts: it is as deterministic as the shards. */
+export interface PreprocessReport {
+  labels: string[];
+  settings: { resize: number; seed: number; numShards: Record<Split, number> };
+  splits: Record<Split, SplitReport>;
+  reencoded: Partial<Record<ReencodeReason, number>>;
+  skipped: SkippedRow[];
+  warnings: string[];
+}
+
+export interface PreprocessResult {
+  outputDir: string;
+  files: string[];
+  reportFile: string;
+  report: PreprocessReport;
+  seconds: number;
+  imagesPerSecond: number;
+}
+
+export const REPORT_NAME = 'preprocess_report.json';
+const STAGING_PREFIX = '.imgclass-staging-';
+
+interface Job {
+  split: Split;
+  row: LabeledImage;
+  labelIndex: number;
+}
+
+/** Run preprocessing; see PreprocessOptions. Throws UserError on bad input, leaving outputDir as it was. */
+export async function preprocess(opts: PreprocessOptions): Promise<PreprocessResult> {
+  const started = Date.now();
+  const seed = opts.seed ?? 42;
+  const resize = opts.resize ?? 0;
+  if (!Number.isInteger(resize) || resize < 0) throw new UserError(`--resize must be a whole number ≥ 0, got ${resize}`);
+  if (opts.numShards !== undefined && (!Number.isInteger(opts.numShards) || opts.numShards < 1)) {
+    throw new UserError(`--num_shards must be a whole number ≥ 1, got ${opts.numShards}`);
+  }
+
+  const labels = await readLabels(opts.labelsFile);
+  const trainCsv = await readLabeledCsv(opts.trainCsv);
+  const evalCsv = await readLabeledCsv(opts.validationCsv);
+  const train = trainCsv.rows;
+  const evalRows = evalCsv.rows;
+  const warnings = [
+    ...trainCsv.warnings,
+    ...evalCsv.warnings,
+    ...validateDataset({ train, eval: evalRows, labels, labelsFile: opts.labelsFile }).warnings,
+  ];
+  await checkOutputDir(opts.outputDir, !!opts.overwrite);
+
+  const labelIndex = new Map(labels.map((l, i) => [l, i]));
+  const splits: Record<Split, LabeledImage[]> = {
+    // Shuffled so each shard mixes every class, as a trainer reading a few shards at a time expects.
+    train: shuffled(train, mulberry32(seed)),
+    validation: evalRows,
+  };
+  const shardCount: Record<Split, number> = {
+    train: planShards(splits.train.length, opts.numShards ?? defaultShardCount(splits.train.length)).length,
+    validation: planShards(splits.validation.length, opts.numShards ?? defaultShardCount(splits.validation.length)).length,
+  };
+
+  const staging = await makeStaging(opts.outputDir);
+  const workers = Math.max(1, opts.workers ?? os.availableParallelism());
+  const pool = new Piscina({
+    filename: path.join(__dirname, 'worker.js'),
+    minThreads: workers,
+    maxThreads: workers,
+    // Most of a task waits on sharp's native threads, so a few tasks per worker keep the cores busy.
+    concurrentTasksPerWorker: 4,
+    idleTimeout: 1000,
+  });
+  const report: PreprocessReport = {
+    labels,
+    settings: { resize, seed, numShards: shardCount },
+    splits: {
+      train: emptySplitReport(opts.trainCsv, splits.train.length, labels),
+      validation: emptySplitReport(opts.validationCsv, splits.validation.length, labels),
+    },
+    reencoded: {},
+    skipped: [],
+    warnings,
+  };
+  const staged: string[] = [];
+  let writer: TFRecordWriter | undefined;
+  try {
+    const total = splits.train.length + splits.validation.length;
+    let done = 0;
+    for (const split of ['train', 'validation'] as const) {
+      const rows = splits[split];
+      const plan = planShards(rows.length, shardCount[split]);
+      const jobs: Job[] = rows.map((row) => ({ split, row, labelIndex: labelIndex.get(row.label) as number }));
+      let shard = -1;
+      await runOrdered(
+        jobs,
+        workers * 8,
+        (job) => pool.run({ path: job.row.path, label: job.row.label, labelIndex: job.labelIndex, resize } satisfies WorkerTask) as Promise<ImageRecordResult>,
+        async (result, i) => {
+          while (shard < 0 || i >= (plan[shard] as { end: number }).end) {
+            if (writer) await writer.close();
+            shard++;
+            const name = shardName(split, shard, plan.length);
+            staged.push(name);
+            report.splits[split].shards.push(name);
+            writer = await TFRecordWriter.create(path.join(staging.dir, name));
+          }
+          const job = jobs[i] as Job;
+          if (result.ok) {
+            await (writer as TFRecordWriter).write(result.example);
+            const sr = report.splits[split];
+            sr.records++;
+            sr.perClass[job.row.label] = (sr.perClass[job.row.label] ?? 0) + 1;
+            if (result.reencoded) report.reencoded[result.reencoded] = (report.reencoded[result.reencoded] ?? 0) + 1;
+          } else {
+            const skip: SkippedRow = { split, csv: job.row.source, line: job.row.line, path: job.row.path, reason: result.reason };
+            if (opts.strict) {
+              throw new UserError(`${skip.csv}:${skip.line}: ${skip.path}: ${skip.reason} (--strict: stopping; fix or remove the row, or run without --strict to skip it)`);
+            }
+            report.skipped.push(skip);
+            report.splits[split].skipped++;
+          }
+          done++;
+          opts.onProgress?.({ done, total, skipped: report.skipped.length, split, imagesPerSecond: done / ((Date.now() - started) / 1000) });
+        },
+      );
+      // A split with no rows still gets its (empty) shard, so readers find both splits.
+      while (report.splits[split].shards.length < plan.length) {
+        if (writer) await writer.close();
+        const name = shardName(split, report.splits[split].shards.length, plan.length);
+        staged.push(name);
+        report.splits[split].shards.push(name);
+        writer = await TFRecordWriter.create(path.join(staging.dir, name));
+      }
+      if (writer) await writer.close();
+      writer = undefined;
+    }
+    for (const label of labels) {
+      if (!report.splits.train.perClass[label]) report.warnings.push(`class "${label}" has no training records left after skipping unreadable images`);
+    }
+    const reportJson = JSON.stringify(report, null, 2) + '\n';
+    await fsp.writeFile(path.join(staging.dir, REPORT_NAME), reportJson);
+    staged.push(REPORT_NAME);
+    const files = await commitStaging(staging.dir, opts.outputDir, staged, !!opts.overwrite);
+    const seconds = (Date.now() - started) / 1000;
+    return {
+      outputDir: opts.outputDir,
+      files,
+      reportFile: storage.joinPath(opts.outputDir, REPORT_NAME),
+      report,
+      seconds,
+      imagesPerSecond: total / seconds,
+    };
+  } catch (err) {
+    if (writer) await writer.abort();
+    throw err;
+  } finally {
+    await pool.destroy();
+    await fsp.rm(staging.dir, { recursive: true, force: true });
+    if (staging.createdOutputDir) await fsp.rmdir(opts.outputDir).catch(() => undefined);
+  }
+}
+
+function emptySplitReport(csv: string, rows: number, labels: string[]): SplitReport {
+  return { csv, rows, records: 0, skipped: 0, perClass: Object.fromEntries(labels.map((l) => [l, 0])), shards: [] };
+}
+
+/**
+ * Run `start` over items with at most `window` in flight, and `consume` the results strictly in
+ * item order (the order records are written in, which keeps output deterministic).
+ */
+async function runOrdered<T, R>(
+  items: T[],
+  window: number,
+  start: (item: T, i: number) => Promise<R>,
+  consume: (result: R, i: number) => Promise<void>,
+): Promise<void> {
+  const pending = new Map<number, Promise<R>>();
+  let next = 0;
+  try {
+    for (let i = 0; i < items.length; i++) {
+      while (next < items.length && next < i + window) {
+        const p = start(items[next] as T, next);
+        p.catch(() => undefined); // awaited in order below; this only silences early rejections
+        pending.set(next, p);
+        next++;
+      }
+      const result = await (pending.get(i) as Promise<R>);
+      pending.delete(i);
+      await consume(result, i);
+    }
+  } finally {
+    await Promise.allSettled(pending.values());
+  }
+}
+
+/** Refuse to mix our outputs with an earlier run's unless asked (the tutorial's clobbering warning). */
+async function checkOutputDir(dir: string, overwrite: boolean): Promise<void> {
+  if (overwrite) return;
+  const existing = (await storage.list(dir)).filter((f) => !f.includes(`/${STAGING_PREFIX}`));
+  if (existing.length > 0) {
+    throw new UserError(
+      `output folder ${dir} is not empty (${existing.length} file${existing.length === 1 ? '' : 's'}, e.g. ${storage.baseName(existing[0] as string)}); ` +
+        `choose an empty folder, or pass --overwrite to replace earlier train-*/validation-* shards`,
+    );
+  }
+}
+
+interface Staging {
+  dir: string;
+  createdOutputDir: boolean;
+}
+
+/**
+ * A private folder for the shards being written: inside a local output folder (same file system,
+ * so moving into place is a rename), in the OS temp folder for gs:// outputs. Staging folders left
+ * by a killed earlier run (their process is gone) are removed.
+ */
+async function makeStaging(outputDir: string): Promise<Staging> {
+  const name = `${STAGING_PREFIX}${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+  if (storage.isGcsPath(outputDir)) {
+    return { dir: await fsp.mkdtemp(path.join(os.tmpdir(), name)), createdOutputDir: false };
+  }
+  let createdOutputDir = false;
+  try {
+    await fsp.access(outputDir);
+  } catch {
+    createdOutputDir = true;
+  }
+  await fsp.mkdir(outputDir, { recursive: true });
+  for (const entry of await fsp.readdir(outputDir)) {
+    const m = new RegExp(`^${STAGING_PREFIX.replace('.', '\\.')}(\\d+)-`).exec(entry);
+    if (m && !processAlive(Number(m[1]))) await fsp.rm(path.join(outputDir, entry), { recursive: true, force: true });
+  }
+  const dir = path.join(outputDir, name);
+  await fsp.mkdir(dir);
+  return { dir, createdOutputDir };
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Move every staged file into outputDir, then (when overwriting) remove the earlier run's shards
+ * that the new run did not replace. New files go in first, so a crash part-way leaves whole files
+ * only, never a folder without shards.
+ */
+async function commitStaging(stagingDir: string, outputDir: string, names: string[], overwrite: boolean): Promise<string[]> {
+  const old = overwrite
+    ? [...(await storage.glob(storage.joinPath(outputDir, 'train-*'))), ...(await storage.glob(storage.joinPath(outputDir, 'validation-*')))]
+    : [];
+  const out: string[] = [];
+  for (const name of names) {
+    const dest = storage.joinPath(outputDir, name);
+    await storage.commitFile(path.join(stagingDir, name), dest);
+    out.push(dest);
+  }
+  for (const f of old) if (!out.includes(f)) await storage.remove(f);
+  return out;
+}

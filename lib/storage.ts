@@ -1,0 +1,249 @@
+/**
+ * Bytes in and out of local paths and gs:// URLs, behind one set of functions, so every other module
+ * can take "a path" without caring where it lives. Local writes are atomic (temporary name in the
+ * same folder, then rename), so a crash never leaves a half-written file under the final name.
+ */
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import * as crypto from 'node:crypto';
+import type { Storage as GcsStorage } from '@google-cloud/storage';
+import { UserError } from './errors';
+
+export interface GcsLocation {
+  bucket: string;
+  key: string;
+}
+
+export interface WriteOptions {
+  /** Replace an existing file. Without it, writing over an existing file is an error. */
+  overwrite?: boolean;
+}
+
+export function isGcsPath(p: string): boolean {
+  return p.startsWith('gs://');
+}
+
+export function parseGcsPath(url: string): GcsLocation {
+  const m = /^gs:\/\/([^/]+)\/?(.*)$/.exec(url);
+  if (!m || !m[1]) throw new UserError(`not a gs:// URL: "${url}" (expected gs://BUCKET/PATH)`);
+  return { bucket: m[1], key: m[2] ?? '' };
+}
+
+let gcsClient: GcsStorage | undefined;
+
+/**
+ * The Cloud Storage client, created on first use so the local backend never loads or needs
+ * credentials. Tests (and the cloud module) may install a client pointed elsewhere.
+ */
+export function gcs(): GcsStorage {
+  if (!gcsClient) {
+    // Loaded lazily: @google-cloud/storage is heavy and only the gcp backend needs it.
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const { Storage } = require('@google-cloud/storage') as typeof import('@google-cloud/storage');
+    gcsClient = new Storage();
+  }
+  return gcsClient;
+}
+
+export function setGcsClient(client: GcsStorage | undefined): void {
+  gcsClient = client;
+}
+
+/** Join path parts; works for local paths and gs:// URLs alike. */
+export function joinPath(base: string, ...parts: string[]): string {
+  if (isGcsPath(base)) {
+    const { bucket, key } = parseGcsPath(base);
+    return `gs://${bucket}/${path.posix.join(key, ...parts)}`;
+  }
+  return path.join(base, ...parts);
+}
+
+/** The folder part of a local path or gs:// URL. */
+export function dirName(p: string): string {
+  if (isGcsPath(p)) {
+    const { bucket, key } = parseGcsPath(p);
+    const d = path.posix.dirname(key);
+    return d === '.' ? `gs://${bucket}` : `gs://${bucket}/${d}`;
+  }
+  return path.dirname(p);
+}
+
+export function baseName(p: string): string {
+  return isGcsPath(p) ? path.posix.basename(parseGcsPath(p).key) : path.basename(p);
+}
+
+/** Resolve `p` against folder `base` unless `p` is already absolute or a gs:// URL. */
+export function resolvePath(base: string, p: string): string {
+  if (isGcsPath(p) || path.isAbsolute(p)) return p;
+  if (isGcsPath(base)) return joinPath(base, p);
+  return path.resolve(base, p);
+}
+
+function notFound(p: string): UserError {
+  return new UserError(`file not found: ${p}`);
+}
+
+export async function readFile(p: string): Promise<Buffer> {
+  if (isGcsPath(p)) {
+    const { bucket, key } = parseGcsPath(p);
+    try {
+      const [buf] = await gcs().bucket(bucket).file(key).download();
+      return buf;
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) throw notFound(p);
+      throw err;
+    }
+  }
+  try {
+    return await fsp.readFile(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw notFound(p);
+    if ((err as NodeJS.ErrnoException).code === 'EISDIR') throw new UserError(`${p} is a folder, expected a file`);
+    throw err;
+  }
+}
+
+export async function readText(p: string): Promise<string> {
+  return (await readFile(p)).toString('utf8');
+}
+
+export async function exists(p: string): Promise<boolean> {
+  if (isGcsPath(p)) {
+    const { bucket, key } = parseGcsPath(p);
+    if (key === '' || key.endsWith('/')) return (await list(p)).length > 0;
+    const [e] = await gcs().bucket(bucket).file(key).exists();
+    return e;
+  }
+  try {
+    await fsp.access(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A temporary sibling name for `p`: same folder (so rename is atomic), never listed as an output. */
+export function tempSibling(p: string): string {
+  return path.join(path.dirname(p), `.${path.basename(p)}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+}
+
+/**
+ * Write a whole file. Local: to a temporary sibling, fsync, then rename, so readers see the old
+ * file or the new one, never a part. gs://: an object upload is already all-or-nothing.
+ */
+export async function writeFile(p: string, data: Uint8Array | string, opts: WriteOptions = {}): Promise<void> {
+  if (!opts.overwrite && (await exists(p))) {
+    throw new UserError(`${p} already exists; pass --overwrite (overwrite: true) to replace it`);
+  }
+  if (isGcsPath(p)) {
+    const { bucket, key } = parseGcsPath(p);
+    await gcs().bucket(bucket).file(key).save(Buffer.from(data as Uint8Array), { resumable: false });
+    return;
+  }
+  await fsp.mkdir(path.dirname(p), { recursive: true });
+  const tmp = tempSibling(p);
+  try {
+    const fh = await fsp.open(tmp, 'w');
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, p);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Move a finished local file into place (atomic within one file system), or upload it to gs:// and
+ * remove the local copy. Used by writers that stream into a temporary file.
+ */
+export async function commitFile(localTmp: string, dest: string): Promise<void> {
+  if (isGcsPath(dest)) {
+    const { bucket, key } = parseGcsPath(dest);
+    await gcs().bucket(bucket).upload(localTmp, { destination: key, resumable: false });
+    await fsp.rm(localTmp, { force: true });
+    return;
+  }
+  await fsp.mkdir(path.dirname(dest), { recursive: true });
+  await fsp.rename(localTmp, dest);
+}
+
+/** Every file under a folder (recursively), as full paths or gs:// URLs, sorted. */
+export async function list(dir: string): Promise<string[]> {
+  if (isGcsPath(dir)) {
+    const { bucket, key } = parseGcsPath(dir);
+    const prefix = key === '' || key.endsWith('/') ? key : `${key}/`;
+    const [files] = await gcs().bucket(bucket).getFiles({ prefix });
+    return files.map((f) => `gs://${bucket}/${f.name}`).sort();
+  }
+  const out: string[] = [];
+  async function walk(d: string): Promise<void> {
+    let entries: fs.Dirent[];
+    try {
+      entries = await fsp.readdir(d, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    for (const e of entries) {
+      const full = path.join(d, e.name);
+      if (e.isDirectory()) await walk(full);
+      else out.push(full);
+    }
+  }
+  await walk(dir);
+  return out.sort();
+}
+
+/** Turn a shell-style name pattern (`*`, `?`) into a RegExp for the last path component. */
+function patternToRegExp(pattern: string): RegExp {
+  const re = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]');
+  return new RegExp(`^${re}$`);
+}
+
+/**
+ * Files matching a pattern whose last component may hold `*` and `?`, such as `data/train-*` or
+ * `gs://b/data/validation-*`, sorted. Only the last component is a pattern (as TensorFlow's shard
+ * globs are used); folders are matched literally.
+ */
+export async function glob(pattern: string): Promise<string[]> {
+  const dir = dirName(pattern);
+  const re = patternToRegExp(baseName(pattern));
+  if (isGcsPath(dir)) {
+    const { bucket, key } = parseGcsPath(dir);
+    const prefix = key === '' ? '' : `${key}/`;
+    const [files] = await gcs().bucket(bucket).getFiles({ prefix, delimiter: '/' });
+    return files.map((f) => `gs://${bucket}/${f.name}`).filter((f) => re.test(baseName(f))).sort();
+  }
+  let entries: fs.Dirent[];
+  try {
+    entries = await fsp.readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  return entries
+    .filter((e) => e.isFile() && re.test(e.name))
+    .map((e) => path.join(dir, e.name))
+    .sort();
+}
+
+/** Delete a file; deleting something that is not there is not an error. */
+export async function remove(p: string): Promise<void> {
+  if (isGcsPath(p)) {
+    const { bucket, key } = parseGcsPath(p);
+    await gcs().bucket(bucket).file(key).delete({ ignoreNotFound: true });
+    return;
+  }
+  await fsp.rm(p, { force: true });
+}
+
+/** Make a local folder (and parents); gs:// has no folders, so it is a no-op there. */
+export async function makeDir(p: string): Promise<void> {
+  if (!isGcsPath(p)) await fsp.mkdir(p, { recursive: true });
+}
