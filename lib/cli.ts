@@ -8,6 +8,12 @@ import { UserError, errorMessage } from './errors';
 import { terminalProgress } from './progress';
 import { preprocess } from './preprocess';
 import { makeDataset, formatSummary } from './dataset';
+import { runNotebookCommand, positiveSeconds, RUN_NOTEBOOK_HELP, type RunNotebookCommandOptions } from './runner/command';
+import { train, TrainEvent } from './train';
+import type { ResNetConfig } from './model';
+import type { BackendName } from './engine/backend';
+import { startServer, parseByteSize, DEFAULT_MODEL_NAME, DEFAULT_PORT, DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_BATCH_WAIT_MS } from './serve';
+import { predict } from './predict';
 
 /** `--train_csv=x` → `--train-csv=x`, so both spellings reach commander as one option. */
 export function normalizeFlags(argv: string[]): string[] {
@@ -25,6 +31,12 @@ function wholeNumber(min: number) {
     if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected a whole number ≥ ${min}, got "${value}"`);
     return n;
   };
+}
+
+function depthArg(value: string): ResNetConfig['depth'] {
+  const n = Number(value);
+  if (![18, 34, 50, 101, 152, 200].includes(n)) throw new InvalidArgumentError(`expected 18, 34, 50, 101, 152 or 200, got "${value}"`);
+  return n as ResNetConfig['depth'];
 }
 
 function fraction(value: string): number {
@@ -91,6 +103,167 @@ export function buildProgram(): Command {
       );
     });
 
+  program
+    .command('train')
+    .description('section 6: train a ResNet from scratch on the TFRecord shards (local backend: TensorFlow.js on all cores)')
+    .requiredOption('--data-dir <dir>', 'folder with train-* and validation-* shards (from imgclass preprocess)')
+    .requiredOption('--model-dir <dir>', 'checkpoints, metrics.jsonl and TensorBoard logs; an existing one is resumed')
+    .option('--resnet-depth <n>', 'ResNet depth: 18, 34, 50, 101, 152 or 200', depthArg, 18)
+    .option('--image-size <px>', 'input size (224 in the tutorial; 64 is practical on a CPU)', wholeNumber(16), 64)
+    .option('--train-batch-size <n>', 'images per training step', wholeNumber(1), 32)
+    .option('--eval-batch-size <n>', 'images per evaluation batch', wholeNumber(1), 32)
+    .requiredOption('--train-steps <n>', 'total training steps (a resumed run continues up to this)', wholeNumber(1))
+    .option('--steps-per-eval <n>', 'evaluate on the whole validation set every n steps (and at the end)', wholeNumber(1))
+    .option('--steps-per-checkpoint <n>', 'save a checkpoint every n steps (and at the end)', wholeNumber(1))
+    .option('--export-dir <dir>', 'export the trained model to DIR/<unix time>/ for serving')
+    .option('--num-train-images <n>', 'checked against the data when given', wholeNumber(1))
+    .option('--num-eval-images <n>', 'checked against the data when given', wholeNumber(1))
+    .option('--num-label-classes <n>', 'default: the largest label in the data', wholeNumber(2))
+    .option('--label-smoothing <f>', 'label smoothing', Number, 0)
+    .option('--weight-decay <f>', 'L2 weight decay (not on batch norm)', Number, 1e-4)
+    .option('--base-learning-rate <f>', 'learning rate for a batch of 256', Number, 0.1)
+    .option('--seed <n>', 'seed of initialisation, shuffling and augmentation', wholeNumber(0), 42)
+    .option('--workers <n>', 'model replicas on worker threads (default: one per core)', wholeNumber(1))
+    .option('--backend <name>', 'tensorflow (tfjs-node), wasm, or cpu (slow; only when asked)')
+    .action(async (o: {
+      dataDir: string; modelDir: string; resnetDepth: ResNetConfig['depth']; imageSize: number; trainBatchSize: number;
+      evalBatchSize: number; trainSteps: number; stepsPerEval?: number; stepsPerCheckpoint?: number; exportDir?: string;
+      numTrainImages?: number; numEvalImages?: number; numLabelClasses?: number; labelSmoothing: number; weightDecay: number;
+      baseLearningRate: number; seed: number; workers?: number; backend?: BackendName;
+    }) => {
+      const abort = new AbortController();
+      const onSigint = () => {
+        process.stderr.write('\nstopping after this step (checkpoint is saved); press Ctrl-C again to quit at once\n');
+        process.off('SIGINT', onSigint);
+        abort.abort();
+      };
+      process.on('SIGINT', onSigint);
+      let bar: ReturnType<typeof terminalProgress> | undefined;
+      const onEvent = (e: TrainEvent) => {
+        if (e.kind === 'start') {
+          process.stderr.write(
+            `${e.backendNote}; ${e.replicas} replica(s)\n` +
+              `ResNet-${o.resnetDepth} at ${o.imageSize} px: ${(e.params / 1e6).toFixed(2)} M parameters, ${(e.flopsPerImage / 1e9).toFixed(2)} GFLOPs/image; ` +
+              `${e.numTrainImages} training / ${e.numEvalImages} validation images, ${e.numClasses} classes` +
+              (e.resumed ? `; resuming at step ${e.startStep}` : '') + '\n',
+          );
+          bar = terminalProgress('train', e.trainSteps);
+          bar.update(e.startStep);
+        } else if (e.kind === 'step') {
+          bar?.update(e.step, { rate: `${e.imagesPerSecond.toFixed(1)} img/s`, loss: e.loss.toFixed(3), lr: e.lr.toPrecision(3) });
+        } else if (e.kind === 'eval') {
+          bar?.stop();
+          process.stderr.write(`eval at step ${e.step}: top-1 ${(100 * e.top1).toFixed(1)} %` + (e.top5 !== undefined ? `, top-5 ${(100 * e.top5).toFixed(1)} %` : '') + `, loss ${e.loss.toFixed(4)} (${e.count} images, ${e.seconds.toFixed(1)} s)\n`);
+          bar = terminalProgress('train', o.trainSteps);
+          bar.update(e.step);
+        } else if (e.kind === 'export') {
+          process.stderr.write(`exported to ${e.path}\n`);
+        }
+      };
+      try {
+        const r = await train({ ...o, signal: abort.signal, onEvent });
+        bar?.stop();
+        process.stdout.write(
+          `${r.interrupted ? 'stopped' : 'trained'} to step ${r.step} in ${r.seconds.toFixed(1)} s (${r.imagesPerSecond.toFixed(1)} img/s, ${r.backend} x${r.replicas})` +
+            (r.lastEval ? `; top-1 ${(100 * r.lastEval.top1).toFixed(1)} %` : '') +
+            (r.exportPath ? `; export: ${r.exportPath}` : '') + '\n',
+        );
+        if (r.interrupted) process.exitCode = 130;
+      } finally {
+        bar?.stop();
+        process.off('SIGINT', onSigint);
+      }
+    });
+
+  program
+    .command('serve')
+    .description('section 7, locally: serve an exported model over TensorFlow Serving\'s REST API until Ctrl-C / SIGTERM')
+    .requiredOption('--model-dir <dir>', 'export folder (its newest <unix time>/ version is served) or one version folder')
+    .option('--model-name <name>', 'name in the URL: /v1/models/NAME:predict', DEFAULT_MODEL_NAME)
+    .option('--port <n>', 'TCP port (0: any free port)', wholeNumber(0), DEFAULT_PORT)
+    .option('--host <addr>', 'address to listen on; 0.0.0.0 exposes the server to the network', DEFAULT_HOST)
+    .option('--max-body <size>', 'largest request body, e.g. 512KB (default: 10MB)', (v: string) => {
+      try {
+        return parseByteSize(v);
+      } catch (err) {
+        throw new InvalidArgumentError(errorMessage(err));
+      }
+    })
+    .option('--max-batch <n>', 'most images per request and per model call', wholeNumber(1), DEFAULT_MAX_BATCH)
+    .option('--batch-wait-ms <ms>', 'how long an idle server waits for more images to batch with', wholeNumber(0), DEFAULT_BATCH_WAIT_MS)
+    .option('--backend <name>', 'tensorflow (tfjs-node), wasm, or cpu')
+    .action(async (o: {
+      modelDir: string; modelName: string; port: number; host: string; maxBody?: number; maxBatch: number; batchWaitMs: number; backend?: BackendName;
+    }) => {
+      const server = await startServer(o);
+      process.stderr.write(`${server.backendNote}\n`);
+      process.stdout.write(
+        `serving model "${server.modelName}" version ${server.version} (${server.labels.length} classes) at ${server.url}\n` +
+          `predict: POST ${server.predictUrl}\n`,
+      );
+      const signal = await new Promise<NodeJS.Signals>((resolve) => {
+        const stop = (sig: NodeJS.Signals) => {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          resolve(sig);
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+      const again = () => process.exit(130);
+      process.once('SIGINT', again);
+      process.once('SIGTERM', again);
+      process.stderr.write(`${signal}: finishing requests in flight, then exiting (signal again to quit at once)\n`);
+      await server.close();
+      process.off('SIGINT', again);
+      process.off('SIGTERM', again);
+      const s = server.stats();
+      process.stderr.write(`stopped; served ${s.requests.ok} request(s), ${s.requests.failed} error(s), ${s.batcher.items} image(s) in ${s.batcher.batches} model call(s)\n`);
+    });
+
+  program
+    .command('predict')
+    .description('section 7: classify images with a running server (imgclass serve) or another predict endpoint')
+    .requiredOption('--endpoint <url>', 'predict URL (http://127.0.0.1:8501/v1/models/NAME:predict) or server URL')
+    .requiredOption('--image <path>', 'image file, local or gs:// (repeat for more)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--model-name <name>', 'model to call when --endpoint is a server URL', DEFAULT_MODEL_NAME)
+    .option('--timeout-ms <ms>', 'give up after this long', wholeNumber(1), 60_000)
+    .option('--json', 'print the server\'s predictions as JSON', false)
+    .action(async (o: { endpoint: string; image: string[]; modelName: string; timeoutMs: number; json: boolean }) => {
+      const r = await predict(o.endpoint, o.image, { modelName: o.modelName, timeoutMs: o.timeoutMs });
+      if (o.json) {
+        process.stdout.write(JSON.stringify(r) + '\n');
+        return;
+      }
+      r.predictions.forEach((p, i) => {
+        const prob = p.probabilities[p.classes] ?? NaN;
+        process.stdout.write(`${o.image[i]}\t${p.label ?? `class ${p.classes}`}\t${prob.toFixed(4)}\n`);
+      });
+    });
+
+  program
+    .command('run-notebook')
+    .description('run a notebook headless, papermill-style: inject parameters, execute every cell, save the executed copy')
+    .usage('IN.ipynb OUT.ipynb [-p NAME VALUE]... [-r NAME VALUE]... [-f params.json] [options]')
+    .argument('[args...]', 'IN.ipynb OUT.ipynb (local or gs://) and -p/-r parameters')
+    // -p/-r take two values, which commander can't express: they pass through and runNotebookCommand reads them.
+    .allowUnknownOption()
+    .option('-f, --parameters-file <file>', 'JSON file of parameters (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--cwd <dir>', "the kernel's working folder (default: the notebook's folder)")
+    .option('--kernel <name>', 'kernelspec name (default: the notebook\'s, else tslab)')
+    .option('--execution-timeout <s>', 'seconds a cell may run before it is interrupted and the run fails', positiveSeconds)
+    .option('--start-timeout <s>', 'seconds to wait for the kernel to start', positiveSeconds, 60)
+    .option('--prepare-only', 'write the parameterized notebook without running it', false)
+    .option('--log-output', 'echo cell outputs to stdout/stderr as they arrive', false)
+    .option('--progress-bar', 'show cells done/total (default on a terminal, unless --log-output)')
+    .option('--no-progress-bar', 'no progress display')
+    .addHelpText('after', RUN_NOTEBOOK_HELP)
+    .action(async (args: string[], o: RunNotebookCommandOptions) => {
+      const code = await runNotebookCommand(args, o);
+      // main() maps only thrown errors to exit codes; a failed cell is a result, not an error.
+      if (code !== 0) await new Promise<void>((r) => process.stderr.write('', () => r())).then(() => process.exit(code));
+    });
+
   return program;
 }
 
@@ -110,6 +283,6 @@ export async function main(argv: string[]): Promise<number> {
 
 if (require.main === module) {
   main(process.argv.slice(2)).then((code) => {
-    process.exitCode = code;
+    if (code !== 0) process.exitCode = code;
   });
 }

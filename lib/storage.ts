@@ -87,6 +87,7 @@ function notFound(p: string): UserError {
 export async function readFile(p: string): Promise<Buffer> {
   if (isGcsPath(p)) {
     const { bucket, key } = parseGcsPath(p);
+    if (key === '' || key.endsWith('/')) throw new UserError(`${p} is a folder, expected a file`);
     try {
       const [buf] = await gcs().bucket(bucket).file(key).download();
       return buf;
@@ -111,9 +112,11 @@ export async function readText(p: string): Promise<string> {
 export async function exists(p: string): Promise<boolean> {
   if (isGcsPath(p)) {
     const { bucket, key } = parseGcsPath(p);
-    if (key === '' || key.endsWith('/')) return (await list(p)).length > 0;
+    if (key === '' || key.endsWith('/')) return hasObjectsUnder(bucket, key);
     const [e] = await gcs().bucket(bucket).file(key).exists();
-    return e;
+    // gs:// has no folders, only name prefixes: `gs://b/data` exists, like a local folder, when
+    // objects are named `data/...`.
+    return e || hasObjectsUnder(bucket, `${key}/`);
   }
   try {
     await fsp.access(p);
@@ -121,6 +124,20 @@ export async function exists(p: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** Whether any object name starts with `prefix`; one short list request, not a full listing. */
+async function hasObjectsUnder(bucket: string, prefix: string): Promise<boolean> {
+  const [files] = await gcs().bucket(bucket).getFiles({ prefix, maxResults: 1, autoPaginate: false });
+  return files.length > 0;
+}
+
+/**
+ * Zero-byte objects named like `data/`, which the Cloud Console's "Create folder" makes, stand for
+ * folders, not files; listings leave them out as a local walk leaves out directories.
+ */
+function isFolderPlaceholder(name: string): boolean {
+  return name.endsWith('/');
 }
 
 /** A temporary sibling name for `p`: same folder (so rename is atomic), never listed as an output. */
@@ -133,14 +150,17 @@ export function tempSibling(p: string): string {
  * file or the new one, never a part. gs://: an object upload is already all-or-nothing.
  */
 export async function writeFile(p: string, data: Uint8Array | string, opts: WriteOptions = {}): Promise<void> {
-  if (!opts.overwrite && (await exists(p))) {
-    throw new UserError(`${p} already exists; pass --overwrite (overwrite: true) to replace it`);
-  }
+  const alreadyThere = (): UserError => new UserError(`${p} already exists; pass --overwrite (overwrite: true) to replace it`);
   if (isGcsPath(p)) {
     const { bucket, key } = parseGcsPath(p);
-    await gcs().bucket(bucket).file(key).save(Buffer.from(data as Uint8Array), { resumable: false });
+    if (key === '' || key.endsWith('/')) throw new UserError(`${p} is a folder name; give a file name to write to`);
+    const file = gcs().bucket(bucket).file(key);
+    // Only the object itself can be replaced: objects named `key/...` live beside it untouched.
+    if (!opts.overwrite && (await file.exists())[0]) throw alreadyThere();
+    await file.save(Buffer.from(data as Uint8Array), { resumable: false });
     return;
   }
+  if (!opts.overwrite && (await exists(p))) throw alreadyThere();
   await fsp.mkdir(path.dirname(p), { recursive: true });
   const tmp = tempSibling(p);
   try {
@@ -178,8 +198,9 @@ export async function list(dir: string): Promise<string[]> {
   if (isGcsPath(dir)) {
     const { bucket, key } = parseGcsPath(dir);
     const prefix = key === '' || key.endsWith('/') ? key : `${key}/`;
+    // getFiles follows nextPageToken until the listing is complete (autoPaginate defaults to on).
     const [files] = await gcs().bucket(bucket).getFiles({ prefix });
-    return files.map((f) => `gs://${bucket}/${f.name}`).sort();
+    return files.filter((f) => !isFolderPlaceholder(f.name)).map((f) => `gs://${bucket}/${f.name}`).sort();
   }
   const out: string[] = [];
   async function walk(d: string): Promise<void> {
@@ -217,8 +238,13 @@ export async function glob(pattern: string): Promise<string[]> {
   if (isGcsPath(dir)) {
     const { bucket, key } = parseGcsPath(dir);
     const prefix = key === '' ? '' : `${key}/`;
+    // With a delimiter, deeper names come back as `prefixes` (ignored here), so only direct children remain.
     const [files] = await gcs().bucket(bucket).getFiles({ prefix, delimiter: '/' });
-    return files.map((f) => `gs://${bucket}/${f.name}`).filter((f) => re.test(baseName(f))).sort();
+    return files
+      .filter((f) => !isFolderPlaceholder(f.name))
+      .map((f) => `gs://${bucket}/${f.name}`)
+      .filter((f) => re.test(baseName(f)))
+      .sort();
   }
   let entries: fs.Dirent[];
   try {

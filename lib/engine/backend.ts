@@ -1,0 +1,113 @@
+/**
+ * Picks the tfjs backend that trains fastest on this machine and says which one it picked.
+ *
+ * Order: `tensorflow` (libtensorflow through `@tensorflow/tfjs-node`, when it is installed), else `wasm`
+ * (XNNPACK, with the training kernels from ./wasm-kernels), else nothing: the pure-JS `cpu` backend is
+ * about 100x slower than wasm for conv nets, so it is used only when asked for by name.
+ *
+ * Choose the backend before creating tensors. tfjs moves tensors between backends on first use, but a
+ * float32 tensor made on cpu by casting int32 (e.g. `tf.oneHot(labels).toFloat()`) keeps cpu's Int32Array,
+ * and moving it to wasm reinterprets the bits: 1 becomes 1.4e-45 (tfjs 4.22, seen while testing this).
+ */
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import * as wasm from '@tensorflow/tfjs-backend-wasm';
+import { UserError, errorMessage } from '../errors';
+import { registerWasmTrainingKernels } from './wasm-kernels';
+
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+
+export interface BackendChoice {
+  /** The active tfjs backend, as `tf.getBackend()` reports it. */
+  name: string;
+  /** One line for the user, e.g. "backend: wasm (XNNPACK SIMD, 1 thread; training kernels from imgclass)". */
+  note: string;
+}
+
+const NODE_PACKAGE = '@tensorflow/tfjs-node';
+
+/**
+ * Activates the fastest available backend, or `preferred` when given. Throws `UserError` when the
+ * preferred backend cannot be used (never silently substitutes another one for an explicit choice).
+ */
+export async function chooseBackend(preferred?: BackendName): Promise<BackendChoice> {
+  if (preferred != null && !['tensorflow', 'wasm', 'cpu'].includes(preferred)) {
+    throw new UserError(`unknown backend '${String(preferred)}': use 'tensorflow', 'wasm' or 'cpu'`);
+  }
+  let tensorflowNote = '';
+  if (preferred == null || preferred === 'tensorflow') {
+    const loaded = loadTfjsNode();
+    if (loaded.ok && (await activate('tensorflow'))) {
+      return { name: tf.getBackend(), note: 'backend: tensorflow (libtensorflow via @tensorflow/tfjs-node)' };
+    }
+    const why = loaded.ok ? 'its backend failed to initialise' : loaded.reason;
+    if (preferred === 'tensorflow') {
+      throw new UserError(
+        `backend 'tensorflow' requested but ${NODE_PACKAGE} is not usable (${why}); install it ` +
+          `(npm install ${NODE_PACKAGE}) or choose backend 'wasm'`,
+      );
+    }
+    tensorflowNote = `; ${NODE_PACKAGE} not used: ${why}`;
+  }
+  if (preferred === 'cpu') {
+    // Registered on import; loaded only here so the default path never pulls it in by accident.
+    require('@tensorflow/tfjs-backend-cpu');
+    if (!(await activate('cpu'))) throw new Error("tfjs backend 'cpu' failed to initialise");
+    return {
+      name: tf.getBackend(),
+      note: 'backend: cpu (pure JavaScript, about 100x slower than wasm for conv nets; chosen explicitly)',
+    };
+  }
+  return { name: 'wasm', note: (await activateWasm()) + tensorflowNote };
+}
+
+/** Directory holding the wasm binaries, found through module resolution so any cwd / worker thread works. */
+export function wasmBinaryDir(): string {
+  // The package's `main` is dist/tf-backend-wasm.node.js, next to the .wasm files.
+  return path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm')) + path.sep;
+}
+
+async function activateWasm(): Promise<string> {
+  wasm.setWasmPaths(wasmBinaryDir());
+  registerWasmTrainingKernels();
+  if (!(await activate('wasm'))) {
+    throw new Error(
+      `tfjs backend 'wasm' failed to initialise (wasm binaries looked up in ${wasmBinaryDir()}); ` +
+        `see the warning tfjs printed above`,
+    );
+  }
+  const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) === true;
+  const threads = wasm.getThreadsCount();
+  return `backend: wasm (XNNPACK${simd ? ' SIMD' : ' without SIMD'}, ${threads} thread${threads === 1 ? '' : 's'}; ` +
+    'training kernels from imgclass)';
+}
+
+async function activate(name: string): Promise<boolean> {
+  if (tf.findBackendFactory(name) == null) return false;
+  try {
+    return await tf.setBackend(name);
+  } catch {
+    return false;
+  }
+}
+
+type LoadResult = { ok: true } | { ok: false; reason: string };
+
+function loadTfjsNode(): LoadResult {
+  try {
+    require.resolve(NODE_PACKAGE);
+  } catch {
+    return { ok: false, reason: 'not installed' };
+  }
+  try {
+    require(NODE_PACKAGE);
+  } catch (err) {
+    // Installed but its native libtensorflow binding did not load (wrong platform, missing .so, ...).
+    return { ok: false, reason: `failed to load: ${errorMessage(err).split('\n')[0]}` };
+  }
+  if (tf.findBackendFactory('tensorflow') == null) {
+    // It registered its backend with a different copy of @tensorflow/tfjs-core than ours.
+    return { ok: false, reason: 'it uses a different @tensorflow/tfjs-core copy than imgclass' };
+  }
+  return { ok: true };
+}

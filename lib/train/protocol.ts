@@ -1,0 +1,48 @@
+/**
+ * Messages between the training coordinator (main thread) and its replicas (worker threads).
+ * Gradients travel through SharedArrayBuffers, not messages: each replica writes its flat gradient
+ * into its own slot, the coordinator averages them into one shared buffer, and every replica applies
+ * that same average, so the replicas stay identical without copying the weights around each step.
+ */
+import type { ResNetConfig } from '../model';
+import type { PreprocessingSettings } from './preprocessing';
+import type { BackendName } from '../engine/backend';
+
+export interface TensorData {
+  name: string;
+  shape: number[];
+  dtype: 'float32' | 'int32';
+  data: Float32Array | Int32Array;
+}
+
+export interface ReplicaInit {
+  model: ResNetConfig;
+  preprocessing: PreprocessingSettings;
+  backend?: BackendName;
+  labelSmoothing: number;
+  weightDecay: number;
+  /** Shared slot this replica writes its gradient into. */
+  gradSlot: SharedArrayBuffer;
+  /** Shared buffer the coordinator writes the averaged gradient into. */
+  avgGrad: SharedArrayBuffer;
+}
+
+export type ToReplica =
+  | { kind: 'init'; init: ReplicaInit }
+  | { kind: 'grads'; id: number; images: Uint8Array; labels: Int32Array; size: number }
+  | { kind: 'apply'; id: number; lr: number }
+  | { kind: 'eval'; id: number; images: Uint8Array; labels: Int32Array; size: number }
+  | { kind: 'get-state'; id: number; nonTrainableOnly?: boolean }
+  | { kind: 'set-state'; id: number; weights: TensorData[]; optimizer?: TensorData[] }
+  | { kind: 'export'; id: number; exportDir: string; labels: string[]; meta: Record<string, unknown> }
+  | { kind: 'close' };
+
+export type FromReplica =
+  | { kind: 'ready'; backend: string; note: string; gradLength: number; trainable: { name: string; shape: number[] }[] }
+  | { kind: 'grads-done'; id: number; loss: number; crossEntropy: number }
+  | { kind: 'applied'; id: number }
+  | { kind: 'eval-done'; id: number; loss: number; top1: number; top5: number; count: number }
+  | { kind: 'state'; id: number; weights: TensorData[]; optimizer: TensorData[] }
+  | { kind: 'state-set'; id: number }
+  | { kind: 'exported'; id: number; path: string }
+  | { kind: 'error'; id?: number; message: string; stack?: string; user: boolean };

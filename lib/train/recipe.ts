@@ -1,0 +1,283 @@
+/**
+ * The training recipe of tensorflow/tpu models/official/resnet/resnet_main.py, step by step:
+ * learning-rate schedule (linear scaling, warm-up, step decays), SGD with Nesterov momentum 0.9,
+ * softmax cross-entropy with optional label smoothing plus 1e-4 x L2 on every non-batch-norm weight,
+ * and top-1 / top-5 evaluation. The training loop itself (data, replicas, checkpoints) lives elsewhere.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { decayedWeightNames } from '../model';
+import { UserError } from '../errors';
+
+/** tpu LR_SCHEDULE: (multiplier, epoch it starts at) in a 90-epoch ImageNet run. */
+export const LR_SCHEDULE: ReadonlyArray<readonly [number, number]> = [
+  [1.0, 5],
+  [0.1, 30],
+  [0.01, 60],
+  [0.001, 80],
+];
+/** Length of the reference run the LR_SCHEDULE epochs belong to. */
+export const REFERENCE_EPOCHS = 90;
+export const BASE_LEARNING_RATE = 0.1;
+export const MOMENTUM = 0.9;
+export const WEIGHT_DECAY = 1e-4;
+
+/** A tensor with a name, as tfjs optimizers' getWeights/setWeights use (not exported by tfjs). */
+export interface NamedTensor {
+  name: string;
+  tensor: tf.Tensor;
+}
+
+export interface LrScheduleConfig {
+  /** Global batch size (all replicas together). */
+  batchSize: number;
+  trainSteps: number;
+  /** Learning rate for a batch of 256 images; scaled linearly with the batch size. Default 0.1. */
+  baseLr?: number;
+  /** Warm-up length in epochs of the 90-epoch reference schedule (default 5, i.e. 5/90 of the run). */
+  warmupEpochs?: number;
+  /**
+   * Training-set size. When given, boundaries are whole epochs exactly as tpu's get_lr_schedule
+   * computes them (floor(5/90 x train_epochs) ...), so a short run can lose its warm-up entirely
+   * (floor < 1); without it, boundaries are the plain fractions 5/90, 30/90, 60/90, 80/90 of trainSteps.
+   */
+  numTrainImages?: number;
+}
+
+export interface LrPhase {
+  /** First step (value of the global step before the update) at which this phase applies. */
+  startStep: number;
+  /** Multiplier of the scaled learning rate; warm-up ramps up to the first one. */
+  multiplier: number;
+}
+
+interface ResolvedSchedule {
+  scaledLr: number;
+  stepsPerEpoch: number;
+  /** (multiplier, start epoch), with start epochs already fitted to this run. */
+  phases: Array<readonly [number, number]>;
+}
+
+function resolveSchedule(cfg: LrScheduleConfig): ResolvedSchedule {
+  const { batchSize, trainSteps } = cfg;
+  if (!(batchSize > 0) || !Number.isFinite(batchSize)) throw new UserError(`batch size must be a positive number (got ${batchSize}).`);
+  if (!(trainSteps > 0) || !Number.isFinite(trainSteps)) throw new UserError(`train steps must be a positive number (got ${trainSteps}).`);
+  const baseLr = cfg.baseLr ?? BASE_LEARNING_RATE;
+  const scaledLr = baseLr * (batchSize / 256);
+  const schedule = LR_SCHEDULE.map(([m, e], i) => [m, i === 0 && cfg.warmupEpochs !== undefined ? cfg.warmupEpochs : e] as const);
+  if (cfg.numTrainImages === undefined) {
+    // The run is treated as the 90-epoch reference compressed into trainSteps.
+    return { scaledLr, stepsPerEpoch: trainSteps / REFERENCE_EPOCHS, phases: schedule };
+  }
+  const fullBatchesPerEpoch = Math.floor(cfg.numTrainImages / batchSize);
+  if (fullBatchesPerEpoch < 1) {
+    throw new UserError(`the training set (${cfg.numTrainImages} images) is smaller than one batch of ${batchSize}: lower the batch size.`);
+  }
+  const trainEpochs = trainSteps / fullBatchesPerEpoch;
+  return {
+    scaledLr,
+    // tpu: current_epoch = global_step / (num_train_images / train_batch_size), not floored.
+    stepsPerEpoch: cfg.numTrainImages / batchSize,
+    phases: schedule.map(([m, e]) => [m, Math.floor((e / REFERENCE_EPOCHS) * trainEpochs)] as const),
+  };
+}
+
+/**
+ * Learning rate for the update made when `step` updates have already been applied (tpu's
+ * global_step; so step 0 has rate 0): baseLr x batch/256, ramped linearly from 0 over the warm-up,
+ * then x1, x0.1, x0.01, x0.001 from 5, 30, 60 and 80 epochs of 90, as tpu's learning_rate_schedule.
+ */
+export function learningRate(step: number, cfg: LrScheduleConfig): number {
+  const { scaledLr, stepsPerEpoch, phases } = resolveSchedule(cfg);
+  const epoch = step / stepsPerEpoch;
+  const [m0, e0] = phases[0] as readonly [number, number];
+  // Mirrors the chain of tf.where: the last boundary already passed wins; before the first, ramp.
+  let lr = epoch < e0 ? (scaledLr * m0 * epoch) / e0 : NaN;
+  for (const [m, e] of phases) if (epoch >= e) lr = scaledLr * m;
+  return lr;
+}
+
+/** The schedule's phases as step numbers: where warm-up ends and each decay starts. */
+export function learningRatePhases(cfg: LrScheduleConfig): LrPhase[] {
+  const { stepsPerEpoch, phases } = resolveSchedule(cfg);
+  return phases.map(([multiplier, e]) => ({ startStep: Math.ceil(e * stepsPerEpoch - 1e-9), multiplier }));
+}
+
+/**
+ * SGD with Nesterov momentum, as tf.train.MomentumOptimizer(lr, 0.9, use_nesterov=True):
+ *   accum = momentum x accum + g;   var -= lr x (g + momentum x accum).
+ * It wraps tfjs's own MomentumOptimizer, which applies exactly that update and whose
+ * setLearningRate takes effect on the next step, and guards the two ways it can go wrong silently:
+ * tfjs keeps one accumulator per *position* in the gradient map (not per name), so the key order is
+ * checked on every step; and its setWeights would leak the accumulators it replaces, so restoring
+ * state swaps in a fresh optimizer.
+ */
+export class NesterovMomentum {
+  private opt: tf.MomentumOptimizer;
+  private lr: number;
+  private keyOrder: string | undefined;
+
+  constructor(learningRate = 0, readonly momentum = MOMENTUM) {
+    this.lr = learningRate;
+    this.opt = tf.train.momentum(learningRate, momentum, true);
+  }
+
+  /** The tfjs optimizer currently in use (replaced by setWeights). */
+  get optimizer(): tf.MomentumOptimizer {
+    return this.opt;
+  }
+
+  get learningRate(): number {
+    return this.lr;
+  }
+
+  /** Number of updates applied (tpu's global_step once restored from a checkpoint). */
+  get iterations(): number {
+    return this.opt.iterations;
+  }
+
+  setLearningRate(lr: number): void {
+    if (!Number.isFinite(lr) || lr < 0) throw new Error(`learning rate must be a finite number >= 0 (got ${lr})`);
+    this.lr = lr;
+    this.opt.setLearningRate(lr);
+  }
+
+  /** Applies gradients keyed by variable name; always pass them in the same order (the model's). */
+  applyGradients(grads: tf.NamedTensorMap): void {
+    const order = Object.keys(grads).join('\n');
+    if (this.keyOrder === undefined) this.keyOrder = order;
+    else if (order !== this.keyOrder) {
+      throw new Error('gradients must name the same variables in the same order at every step (tfjs matches momentum slots by position)');
+    }
+    // tfjs types the map as variables, but only reads values from it.
+    this.opt.applyGradients(grads as Parameters<tf.MomentumOptimizer['applyGradients']>[0]);
+  }
+
+  /**
+   * Optimizer state for a checkpoint: the iteration count, then one `<variable>/momentum` slot per
+   * trainable variable in model order (tfjs's layout). The tensors are copies: dispose them.
+   */
+  async getWeights(): Promise<NamedTensor[]> {
+    const live = await this.opt.getWeights();
+    // getWeights returns a fresh iterations scalar followed by the live accumulator variables.
+    return live.map((w, i) => ({ name: w.name, tensor: i === 0 ? w.tensor : w.tensor.clone() }));
+  }
+
+  /** Restores state written by getWeights (the caller keeps ownership of `weights`). */
+  async setWeights(weights: NamedTensor[]): Promise<void> {
+    const fresh = tf.train.momentum(this.lr, this.momentum, true);
+    await fresh.setWeights(weights);
+    this.opt.dispose();
+    this.opt = fresh;
+    this.keyOrder = undefined;
+  }
+
+  dispose(): void {
+    this.opt.dispose();
+  }
+}
+
+/** The tpu optimizer: SGD, momentum 0.9, Nesterov. Set the rate every step with setLearningRate. */
+export function createOptimizer(opts: { momentum?: number; learningRate?: number } = {}): NesterovMomentum {
+  return new NesterovMomentum(opts.learningRate ?? 0, opts.momentum ?? MOMENTUM);
+}
+
+/** Sets this step's learning rate and applies the gradients. Does not dispose `grads`. */
+export function applyGradients(optimizer: NesterovMomentum, grads: tf.NamedTensorMap, lr: number): void {
+  optimizer.setLearningRate(lr);
+  optimizer.applyGradients(grads);
+}
+
+export interface LossOptions {
+  numClasses: number;
+  /** tf.losses.softmax_cross_entropy label_smoothing: targets become (1-s) x onehot + s/numClasses. */
+  labelSmoothing?: number;
+  /** Coefficient of sum(w^2)/2 over conv and dense weights (tpu WEIGHT_DECAY = 1e-4). */
+  weightDecay?: number;
+}
+
+export interface LossAndGradients {
+  /** Cross-entropy + weight-decay term: the quantity differentiated. */
+  loss: number;
+  crossEntropy: number;
+  /** d loss / d w for every trainable weight, keyed by variable name, in model order. The caller disposes them. */
+  grads: tf.NamedTensorMap;
+}
+
+function checkLabels(labels: tf.Tensor1D, images: tf.Tensor4D): void {
+  if (labels.dtype !== 'int32') throw new Error(`labels must be int32 class indices (got ${labels.dtype})`);
+  if (labels.shape[0] !== images.shape[0]) {
+    throw new Error(`${images.shape[0]} images but ${labels.shape[0]} labels`);
+  }
+}
+
+/**
+ * One forward/backward pass in training mode: batch norm normalises with batch statistics and
+ * updates its moving averages as a side effect (tpu's UPDATE_OPS).
+ */
+export function lossAndGradients(
+  model: tf.LayersModel,
+  images: tf.Tensor4D,
+  labels: tf.Tensor1D,
+  opts: LossOptions,
+): LossAndGradients {
+  checkLabels(labels, images);
+  const labelSmoothing = opts.labelSmoothing ?? 0;
+  const weightDecay = opts.weightDecay ?? WEIGHT_DECAY;
+  const variables = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  const decayed = new Set(decayedWeightNames(model));
+  const decayedVars = variables.filter((v) => decayed.has(v.name));
+
+  // variableGrads returns only the differentiated total; the cross-entropy is kept out of its tidy.
+  const kept: { crossEntropy?: tf.Scalar } = {};
+  const { value, grads } = tf.variableGrads(() => {
+    const logits = model.apply(images, { training: true }) as tf.Tensor2D;
+    const onehot = tf.oneHot(labels, opts.numClasses);
+    const ce = tf.losses.softmaxCrossEntropy(onehot, logits, undefined, labelSmoothing) as tf.Scalar;
+    kept.crossEntropy = tf.keep(ce);
+    if (weightDecay === 0 || decayedVars.length === 0) return ce;
+    // tf.nn.l2_loss(v) = sum(v^2) / 2
+    const l2 = tf.mul(tf.addN(decayedVars.map((v) => tf.sum(tf.square(v)))), 0.5);
+    return tf.add(ce, tf.mul(l2, weightDecay)) as tf.Scalar;
+  }, variables);
+
+  const loss = value.dataSync()[0] as number;
+  const crossEntropy = kept.crossEntropy?.dataSync()[0] as number;
+  tf.dispose([value, kept.crossEntropy as tf.Scalar]);
+  // Model order, whatever order variableGrads used, because the optimizer matches slots by position.
+  const ordered: tf.NamedTensorMap = {};
+  for (const v of variables) {
+    const g = grads[v.name];
+    if (g) ordered[v.name] = g;
+  }
+  return { loss, crossEntropy, grads: ordered };
+}
+
+export interface EvalMetrics {
+  /** Mean softmax cross-entropy (no label smoothing, no weight decay). */
+  loss: number;
+  /** Fraction of images whose top logit is the label. */
+  top1: number;
+  /** Fraction whose label is among the 5 top logits; NaN with fewer than 5 classes. */
+  top5: number;
+  /** Images in the batch, to weight batch means into a dataset mean. */
+  count: number;
+}
+
+/** Metrics of one batch in inference mode (batch norm uses its moving statistics). */
+export function evaluateBatch(model: tf.LayersModel, images: tf.Tensor4D, labels: tf.Tensor1D, numClasses: number): EvalMetrics {
+  checkLabels(labels, images);
+  const count = labels.shape[0];
+  const values = tf.tidy(() => {
+    const logits = model.apply(images, { training: false }) as tf.Tensor2D;
+    const ce = tf.losses.softmaxCrossEntropy(tf.oneHot(labels, numClasses), logits);
+    const top1 = tf.mean(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'float32'));
+    const top5 =
+      numClasses >= 5
+        ? tf.mean(tf.cast(tf.any(tf.equal(tf.topk(logits, 5).indices, tf.expandDims(labels, 1)), 1), 'float32'))
+        : tf.scalar(NaN);
+    return tf.stack([ce, top1, top5]);
+  });
+  const [loss, top1, top5] = Array.from(values.dataSync());
+  values.dispose();
+  return { loss: loss as number, top1: top1 as number, top5: top5 as number, count };
+}

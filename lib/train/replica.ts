@@ -1,0 +1,146 @@
+/**
+ * One model replica in a worker thread (its own wasm instance, so its own core: tfjs-wasm cannot use
+ * threads under Node). Replicas start from the same seed, apply the same averaged gradient each
+ * step, and so stay identical; only batch-norm moving statistics differ, and the coordinator
+ * averages those before evaluating, checkpointing or exporting.
+ */
+import { parentPort } from 'node:worker_threads';
+import * as tf from '@tensorflow/tfjs';
+import { chooseBackend } from '../engine/backend';
+import { buildResNet } from '../model';
+import { lossAndGradients, createOptimizer, applyGradients, evaluateBatch } from './recipe';
+import { normalizeInto } from './preprocessing';
+import { weightsFromModel, setModelWeights, optimizerWeights, setOptimizerWeights } from './checkpoint';
+import { exportModel } from '../export';
+import { UserError } from '../errors';
+import type { ToReplica, FromReplica, ReplicaInit } from './protocol';
+
+interface Replica {
+  init: ReplicaInit;
+  model: tf.LayersModel;
+  optimizer: ReturnType<typeof createOptimizer>;
+  trainable: { name: string; shape: number[]; size: number; offset: number }[];
+  gradSlot: Float32Array;
+  avgGrad: Float32Array;
+}
+
+let replica: Replica | undefined;
+
+function post(msg: FromReplica): void {
+  parentPort?.postMessage(msg);
+}
+
+function inputTensor(r: Replica, images: Uint8Array, size: number): tf.Tensor4D {
+  const s = r.init.model.imageSize;
+  const x = new Float32Array(size * s * s * 3);
+  normalizeInto(images.subarray(0, size * s * s * 3), x, r.init.preprocessing);
+  return tf.tensor4d(x, [size, s, s, 3]);
+}
+
+async function handle(msg: ToReplica): Promise<void> {
+  switch (msg.kind) {
+    case 'init': {
+      const choice = await chooseBackend(msg.init.backend);
+      const model = buildResNet(msg.init.model);
+      const trainable: Replica['trainable'] = [];
+      let offset = 0;
+      for (const w of model.trainableWeights) {
+        const size = (w.shape as number[]).reduce((a, b) => a * b, 1);
+        trainable.push({ name: w.name, shape: w.shape as number[], size, offset });
+        offset += size;
+      }
+      if (msg.init.gradSlot.byteLength !== offset * 4) {
+        throw new Error(`gradient slot holds ${msg.init.gradSlot.byteLength / 4} floats, model has ${offset} trainable`);
+      }
+      replica = {
+        init: msg.init,
+        model,
+        optimizer: createOptimizer(),
+        trainable,
+        gradSlot: new Float32Array(msg.init.gradSlot),
+        avgGrad: new Float32Array(msg.init.avgGrad),
+      };
+      post({ kind: 'ready', backend: choice.name, note: choice.note, gradLength: offset, trainable: trainable.map(({ name, shape }) => ({ name, shape })) });
+      return;
+    }
+    case 'close':
+      process.exit(0);
+  }
+  const r = replica;
+  if (!r) throw new Error(`replica got "${msg.kind}" before "init"`);
+  switch (msg.kind) {
+    case 'grads': {
+      const x = inputTensor(r, msg.images, msg.size);
+      const y = tf.tensor1d(msg.labels.subarray(0, msg.size), 'int32');
+      try {
+        const out = lossAndGradients(r.model, x, y, {
+          numClasses: r.init.model.numClasses,
+          labelSmoothing: r.init.labelSmoothing,
+          weightDecay: r.init.weightDecay,
+        });
+        for (const t of r.trainable) {
+          const g = out.grads[t.name];
+          if (!g) throw new Error(`no gradient for ${t.name}`);
+          r.gradSlot.set(g.dataSync() as Float32Array, t.offset);
+        }
+        tf.dispose(out.grads);
+        post({ kind: 'grads-done', id: msg.id, loss: out.loss, crossEntropy: out.crossEntropy });
+      } finally {
+        tf.dispose([x, y]);
+      }
+      return;
+    }
+    case 'apply': {
+      const grads: tf.NamedTensorMap = {};
+      for (const t of r.trainable) grads[t.name] = tf.tensor(r.avgGrad.subarray(t.offset, t.offset + t.size), t.shape, 'float32');
+      applyGradients(r.optimizer, grads, msg.lr);
+      tf.dispose(grads);
+      post({ kind: 'applied', id: msg.id });
+      return;
+    }
+    case 'eval': {
+      const x = inputTensor(r, msg.images, msg.size);
+      const y = tf.tensor1d(msg.labels.subarray(0, msg.size), 'int32');
+      try {
+        const m = evaluateBatch(r.model, x, y, r.init.model.numClasses);
+        post({ kind: 'eval-done', id: msg.id, loss: m.loss, top1: m.top1, top5: m.top5, count: m.count });
+      } finally {
+        tf.dispose([x, y]);
+      }
+      return;
+    }
+    case 'get-state': {
+      const weights = weightsFromModel(r.model);
+      const trainableNames = new Set(r.trainable.map((t) => t.name));
+      post({
+        kind: 'state',
+        id: msg.id,
+        weights: msg.nonTrainableOnly ? weights.filter((w) => !trainableNames.has(w.name)) : weights,
+        optimizer: msg.nonTrainableOnly ? [] : await optimizerWeights(r.optimizer),
+      });
+      return;
+    }
+    case 'set-state': {
+      setModelWeights(r.model, msg.weights, { partial: msg.optimizer === undefined });
+      if (msg.optimizer) await setOptimizerWeights(r.optimizer, msg.optimizer);
+      post({ kind: 'state-set', id: msg.id });
+      return;
+    }
+    case 'export': {
+      const p = await exportModel(r.model, msg.exportDir, { labels: msg.labels, preprocessing: r.init.preprocessing, meta: msg.meta });
+      post({ kind: 'exported', id: msg.id, path: p });
+      return;
+    }
+  }
+}
+
+// One message at a time, in order: each step depends on the previous one.
+let queue: Promise<void> = Promise.resolve();
+parentPort?.on('message', (msg: ToReplica) => {
+  queue = queue.then(() =>
+    handle(msg).catch((err: unknown) => {
+      const e = err as Error;
+      post({ kind: 'error', id: (msg as { id?: number }).id, message: e?.message ?? String(err), stack: e?.stack, user: err instanceof UserError });
+    }),
+  );
+});

@@ -1,0 +1,234 @@
+/**
+ * Synchronous data parallelism over worker threads: each step the batch is split across replicas,
+ * each computes its gradient, the coordinator averages them (weighted by sub-batch size, so the
+ * result equals the gradient of the whole batch's mean loss) and every replica applies the average.
+ */
+import { Worker } from 'node:worker_threads';
+import * as path from 'node:path';
+import { UserError } from '../errors';
+import type { ToReplica, FromReplica, ReplicaInit, TensorData } from './protocol';
+
+type Pending = { resolve: (m: FromReplica) => void; reject: (e: Error) => void };
+
+class ReplicaHandle {
+  private pending = new Map<number, Pending>();
+  private nextId = 1;
+  private failed: Error | undefined;
+  private readyWaiter: Pending | undefined;
+
+  constructor(readonly index: number, private worker: Worker) {
+    worker.on('message', (msg: FromReplica) => this.receive(msg));
+    worker.on('error', (err) => this.fail(err));
+    worker.on('exit', (code) => {
+      if (code !== 0) this.fail(new Error(`training replica ${index} exited with code ${code}`));
+    });
+  }
+
+  private receive(msg: FromReplica): void {
+    if (msg.kind === 'ready') {
+      this.readyWaiter?.resolve(msg);
+      this.readyWaiter = undefined;
+      return;
+    }
+    if (msg.kind === 'error') {
+      const err = msg.user ? new UserError(msg.message) : Object.assign(new Error(`replica ${this.index}: ${msg.message}`), { stack: msg.stack });
+      if (msg.id === undefined) {
+        this.fail(err);
+        return;
+      }
+      const p = this.pending.get(msg.id);
+      this.pending.delete(msg.id);
+      (p ?? this.readyWaiter)?.reject(err);
+      return;
+    }
+    const p = this.pending.get(msg.id);
+    this.pending.delete(msg.id);
+    p?.resolve(msg);
+  }
+
+  private fail(err: Error): void {
+    this.failed ??= err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    this.readyWaiter?.reject(err);
+    this.readyWaiter = undefined;
+  }
+
+  init(init: ReplicaInit): Promise<Extract<FromReplica, { kind: 'ready' }>> {
+    return new Promise((resolve, reject) => {
+      this.readyWaiter = { resolve: resolve as (m: FromReplica) => void, reject };
+      this.worker.postMessage({ kind: 'init', init } satisfies ToReplica);
+    });
+  }
+
+  request<K extends FromReplica['kind']>(msg: Record<string, unknown> & { kind: ToReplica['kind'] }, transfer: ArrayBuffer[] = []): Promise<Extract<FromReplica, { kind: K }>> {
+    if (this.failed) return Promise.reject(this.failed);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (m: FromReplica) => void, reject });
+      this.worker.postMessage({ ...msg, id }, transfer);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.worker.postMessage({ kind: 'close' } satisfies ToReplica);
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => void this.worker.terminate().then(() => resolve()), 5000);
+      this.worker.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+}
+
+export interface ReplicaPoolOptions extends Omit<ReplicaInit, 'gradSlot' | 'avgGrad'> {
+  replicas: number;
+  /** Number of floats in the model's trainable weights (from modelSummary). */
+  trainableParams: number;
+}
+
+export interface StepResult {
+  loss: number;
+  crossEntropy: number;
+}
+
+export interface EvalSums {
+  lossSum: number;
+  top1Sum: number;
+  top5Sum: number;
+  count: number;
+}
+
+/** Sizes of `parts` nearly equal pieces of `n` (the first ones one larger). */
+export function splitSizes(n: number, parts: number): number[] {
+  return Array.from({ length: parts }, (_, i) => Math.floor(n / parts) + (i < n % parts ? 1 : 0));
+}
+
+export class ReplicaPool {
+  private constructor(
+    private handles: ReplicaHandle[],
+    private slots: Float32Array[],
+    private avg: Float32Array,
+    readonly backend: string,
+    readonly backendNote: string,
+    private imagePixels: number,
+  ) {}
+
+  get size(): number {
+    return this.handles.length;
+  }
+
+  static async start(opts: ReplicaPoolOptions): Promise<ReplicaPool> {
+    const n = Math.max(1, opts.replicas);
+    const avgBuf = new SharedArrayBuffer(opts.trainableParams * 4);
+    const slotBufs = Array.from({ length: n }, () => new SharedArrayBuffer(opts.trainableParams * 4));
+    const handles = slotBufs.map((_, i) => new ReplicaHandle(i, new Worker(path.join(__dirname, 'replica.js'))));
+    const { replicas: _r, trainableParams: _t, ...rest } = opts;
+    try {
+      const ready = await Promise.all(handles.map((h, i) => h.init({ ...rest, gradSlot: slotBufs[i] as SharedArrayBuffer, avgGrad: avgBuf })));
+      const first = ready[0] as Extract<FromReplica, { kind: 'ready' }>;
+      return new ReplicaPool(
+        handles,
+        slotBufs.map((b) => new Float32Array(b)),
+        new Float32Array(avgBuf),
+        first.backend,
+        first.note,
+        opts.model.imageSize * opts.model.imageSize * 3,
+      );
+    } catch (err) {
+      await Promise.all(handles.map((h) => h.close()));
+      throw err;
+    }
+  }
+
+  /** One synchronous SGD step on a whole batch. */
+  async trainStep(images: Uint8Array, labels: Int32Array, size: number, lr: number): Promise<StepResult> {
+    const sizes = splitSizes(size, this.handles.length);
+    let start = 0;
+    const jobs: Promise<Extract<FromReplica, { kind: 'grads-done' }>>[] = [];
+    const active: number[] = [];
+    sizes.forEach((s, i) => {
+      if (s === 0) return;
+      const imgs = images.slice(start * this.imagePixels, (start + s) * this.imagePixels);
+      const labs = labels.slice(start, start + s);
+      jobs.push((this.handles[i] as ReplicaHandle).request<'grads-done'>({ kind: 'grads', images: imgs, labels: labs, size: s }, [imgs.buffer as ArrayBuffer, labs.buffer as ArrayBuffer]));
+      active.push(i);
+      start += s;
+    });
+    const results = await Promise.all(jobs);
+    // Weighted average: each replica's gradient is of its sub-batch's mean loss.
+    this.avg.fill(0);
+    let loss = 0;
+    let crossEntropy = 0;
+    results.forEach((r, k) => {
+      const i = active[k] as number;
+      const w = (sizes[i] as number) / size;
+      const slot = this.slots[i] as Float32Array;
+      const avg = this.avg;
+      for (let j = 0; j < avg.length; j++) avg[j] = (avg[j] as number) + w * (slot[j] as number);
+      loss += w * r.loss;
+      crossEntropy += w * r.crossEntropy;
+    });
+    // Every replica applies the update, including any that had no examples this step.
+    await Promise.all(this.handles.map((h) => h.request<'applied'>({ kind: 'apply', lr })));
+    return { loss, crossEntropy };
+  }
+
+  /** Evaluate one batch split across replicas; returns sums so batches of any size combine exactly. */
+  async evalBatch(images: Uint8Array, labels: Int32Array, size: number): Promise<EvalSums> {
+    const sizes = splitSizes(size, this.handles.length);
+    let start = 0;
+    const jobs: Promise<Extract<FromReplica, { kind: 'eval-done' }>>[] = [];
+    sizes.forEach((s, i) => {
+      if (s === 0) return;
+      const imgs = images.slice(start * this.imagePixels, (start + s) * this.imagePixels);
+      const labs = labels.slice(start, start + s);
+      jobs.push((this.handles[i] as ReplicaHandle).request<'eval-done'>({ kind: 'eval', images: imgs, labels: labs, size: s }, [imgs.buffer as ArrayBuffer, labs.buffer as ArrayBuffer]));
+      start += s;
+    });
+    const sums: EvalSums = { lossSum: 0, top1Sum: 0, top5Sum: 0, count: 0 };
+    for (const r of await Promise.all(jobs)) {
+      sums.lossSum += r.loss * r.count;
+      sums.top1Sum += r.top1 * r.count;
+      sums.top5Sum += r.top5 * r.count;
+      sums.count += r.count;
+    }
+    return sums;
+  }
+
+  /** Average the batch-norm moving statistics (the only state in which replicas differ) into all replicas. */
+  async syncBatchNorm(): Promise<void> {
+    if (this.handles.length === 1) return;
+    const states = await Promise.all(this.handles.map((h) => h.request<'state'>({ kind: 'get-state', nonTrainableOnly: true })));
+    const first = (states[0] as Extract<FromReplica, { kind: 'state' }>).weights;
+    const averaged: TensorData[] = first.map((w, k) => {
+      const data = new Float32Array(w.data.length);
+      for (const s of states) {
+        const d = (s.weights[k] as TensorData).data;
+        for (let j = 0; j < data.length; j++) data[j] = (data[j] as number) + (d[j] as number) / states.length;
+      }
+      return { ...w, data };
+    });
+    await Promise.all(this.handles.map((h) => h.request<'state-set'>({ kind: 'set-state', weights: averaged })));
+  }
+
+  /** All weights and optimizer slots (from replica 0; call syncBatchNorm first). */
+  async getState(): Promise<{ weights: TensorData[]; optimizer: TensorData[] }> {
+    const s = await (this.handles[0] as ReplicaHandle).request<'state'>({ kind: 'get-state' });
+    return { weights: s.weights, optimizer: s.optimizer };
+  }
+
+  async setState(weights: TensorData[], optimizer: TensorData[]): Promise<void> {
+    await Promise.all(this.handles.map((h) => h.request<'state-set'>({ kind: 'set-state', weights, optimizer })));
+  }
+
+  async exportModel(exportDir: string, labels: string[], meta: Record<string, unknown>): Promise<string> {
+    const r = await (this.handles[0] as ReplicaHandle).request<'exported'>({ kind: 'export', exportDir, labels, meta });
+    return r.path;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.handles.map((h) => h.close()));
+  }
+}

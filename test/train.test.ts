@@ -1,0 +1,199 @@
+/**
+ * The training engine end to end: real shards from data-samples/, real worker-thread replicas on the
+ * wasm backend, checkpoints, TensorBoard events, export. Sizes are small so the file runs in ~2 min.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import * as tf from '@tensorflow/tfjs';
+import { preprocess } from '../lib/preprocess';
+import { train, TrainEvent } from '../lib/train';
+import { readMetrics } from '../lib/train/metrics';
+import { loadLatestCheckpoint } from '../lib/train/checkpoint';
+import { evalBatches } from '../lib/train/input';
+import { normalizeInto, PreprocessingSettings } from '../lib/train/preprocessing';
+import { loadExport } from '../lib/export';
+import { chooseBackend } from '../lib/engine/backend';
+import { readRecordFile } from '../lib/tfrecord';
+import { decodeEvent } from '../lib/tensorboard-proto';
+import { tempDir, removeDir, REPO_ROOT, CLI } from './helpers';
+
+const SAMPLES = path.join(REPO_ROOT, 'data-samples');
+let work: string;
+let dataDir: string;
+
+before(async () => {
+  work = tempDir('imgclass-train-');
+  dataDir = path.join(work, 'data');
+  await preprocess({
+    trainCsv: path.join(SAMPLES, 'train_set.csv'),
+    validationCsv: path.join(SAMPLES, 'eval_set.csv'),
+    labelsFile: path.join(SAMPLES, 'labels.txt'),
+    outputDir: dataDir,
+    numShards: 2,
+  });
+});
+
+after(() => removeDir(work));
+
+async function eventScalars(dir: string): Promise<Map<string, { step: number; value: number }[]>> {
+  const out = new Map<string, { step: number; value: number }[]>();
+  for (const f of fs.readdirSync(dir).filter((n) => n.startsWith('events.out.tfevents.'))) {
+    let first = true;
+    for await (const rec of readRecordFile(path.join(dir, f))) {
+      const e = decodeEvent(rec);
+      if (first) assert.equal(e.fileVersion, 'brain.Event:2', 'an event file starts with its version');
+      first = false;
+      for (const v of e.values) {
+        if (!out.has(v.tag)) out.set(v.tag, []);
+        out.get(v.tag)!.push({ step: e.step, value: v.value as number });
+      }
+    }
+  }
+  return out;
+}
+
+test('trains a ResNet-18 on data-samples to well above chance, with metrics, TensorBoard events and an export that predicts the same', async () => {
+  const modelDir = path.join(work, 'model');
+  const exportDir = path.join(work, 'export');
+  const events: TrainEvent[] = [];
+  const r = await train({
+    dataDir,
+    modelDir,
+    exportDir,
+    imageSize: 32,
+    trainSteps: 45,
+    stepsPerEval: 45,
+    baseLearningRate: 0.4,
+    onEvent: (e) => events.push(e),
+  });
+  const start = events.find((e) => e.kind === 'start') as Extract<TrainEvent, { kind: 'start' }>;
+  assert.equal(start.backend, 'wasm', 'never the slow cpu backend silently');
+  assert.equal(start.numTrainImages, 360);
+  assert.equal(start.numEvalImages, 40);
+  assert.equal(start.numClasses, 5);
+  assert.equal(r.step, 45);
+  assert.ok(r.lastEval, 'evaluated at the end');
+  // 5 classes: chance is 20 %.
+  assert.ok(r.lastEval.top1 >= 0.6, `top-1 ${r.lastEval.top1} should clearly beat chance (0.2)`);
+  assert.equal(r.lastEval.count, 40, 'the whole validation set');
+  assert.ok(r.lastEval.top5 !== undefined && r.lastEval.top5 >= r.lastEval.top1);
+
+  const metrics = await readMetrics(path.join(modelDir, 'metrics.jsonl'));
+  const trainSteps = metrics.filter((m) => m.kind === 'train').map((m) => m.step);
+  assert.deepEqual(trainSteps, Array.from({ length: 45 }, (_, i) => i + 1));
+  assert.equal(metrics.filter((m) => m.kind === 'eval').length, 1);
+
+  const tb = await eventScalars(modelDir);
+  assert.equal(tb.get('loss')?.length, 45);
+  assert.equal(tb.get('learning_rate')?.length, 45);
+  const tbEval = await eventScalars(path.join(modelDir, 'eval'));
+  assert.deepEqual(tbEval.get('top_1_accuracy')?.map((s) => s.step), [45]);
+  assert.ok(Math.abs((tbEval.get('top_1_accuracy')![0]!.value) - r.lastEval.top1) < 1e-6);
+
+  // The export, loaded back in this process, scores the validation set as the trainer did.
+  assert.ok(r.exportPath && fs.existsSync(path.join(r.exportPath, 'model.json')));
+  await chooseBackend('wasm');
+  const loaded = await loadExport(exportDir);
+  assert.deepEqual(loaded.labels, fs.readFileSync(path.join(SAMPLES, 'labels.txt'), 'utf8').trim().split('\n'));
+  const settings = loaded.preprocessing as PreprocessingSettings;
+  let correct = 0;
+  let lossSum = 0;
+  let n = 0;
+  for await (const b of evalBatches({ dataDir, imageSize: 32, batchSize: 16, settings })) {
+    const x = new Float32Array(b.size * 32 * 32 * 3);
+    normalizeInto(b.images.subarray(0, x.length), x, settings);
+    const probs = tf.tidy(() => tf.softmax(loaded.model.predict(tf.tensor4d(x, [b.size, 32, 32, 3])) as tf.Tensor2D).arraySync() as number[][]);
+    probs.forEach((p, i) => {
+      const label = b.labels[i] as number;
+      if (p.indexOf(Math.max(...p)) === label) correct++;
+      lossSum += -Math.log(p[label] as number);
+      n++;
+    });
+  }
+  assert.equal(n, 40);
+  assert.equal(correct / n, r.lastEval.top1, 'same top-1 as the trainer measured');
+  assert.ok(Math.abs(lossSum / n - r.lastEval.loss) < 1e-3 * Math.max(1, r.lastEval.loss), `loss ${lossSum / n} vs ${r.lastEval.loss}`);
+  loaded.model.dispose();
+});
+
+function runCli(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('killed with SIGKILL mid-run, training resumes from the last checkpoint and ends exactly where an uninterrupted run ends', async () => {
+  const common = ['train', '--data_dir', dataDir, '--image_size', '16', '--train_batch_size', '8', '--train_steps', '24', '--steps_per_checkpoint', '2', '--steps_per_eval', '24', '--workers', '2'];
+  const straight = path.join(work, 'straight');
+  const a = runCli([...common, '--model_dir', straight]);
+  assert.equal(a.status, 0, a.stderr);
+
+  const killed = path.join(work, 'killed');
+  const child = spawn(process.execPath, [CLI, ...common, '--model_dir', killed], { stdio: 'ignore' });
+  // Kill it once a checkpoint past step 4 exists and before it finishes.
+  await new Promise<void>((resolve, reject) => {
+    const t = setInterval(() => {
+      const ckpts = fs.existsSync(killed) ? fs.readdirSync(killed).filter((f) => /^ckpt-\d+\.bin$/.test(f)) : [];
+      const steps = ckpts.map((f) => Number(f.slice(5, 13)));
+      if (steps.some((s) => s >= 6)) {
+        clearInterval(t);
+        child.kill('SIGKILL');
+        resolve();
+      }
+    }, 20);
+    child.on('exit', () => {
+      clearInterval(t);
+      if (child.signalCode !== 'SIGKILL') reject(new Error('training finished before it could be killed'));
+    });
+  });
+  const mid = await loadLatestCheckpoint(killed);
+  assert.ok(mid && mid.step >= 4 && mid.step < 24, `a whole checkpoint survives the kill (step ${mid?.step})`);
+
+  const b = runCli([...common, '--model_dir', killed]);
+  assert.equal(b.status, 0, b.stderr);
+  assert.match(b.stderr, /resuming at step \d+/);
+  const m = await readMetrics(path.join(killed, 'metrics.jsonl'));
+  assert.deepEqual(m.filter((x) => x.kind === 'train').map((x) => x.step), Array.from({ length: 24 }, (_, i) => i + 1), 'one record per step, no repeats');
+
+  const s = (await loadLatestCheckpoint(straight))!;
+  const k = (await loadLatestCheckpoint(killed))!;
+  assert.equal(s.step, 24);
+  assert.equal(k.step, 24);
+  for (let i = 0; i < s.weights.length; i++) {
+    const ws = s.weights[i]!;
+    const wk = k.weights[i]!;
+    assert.equal(wk.name, ws.name);
+    assert.deepEqual(Array.from(wk.data), Array.from(ws.data), `weight ${ws.name} equals the uninterrupted run's`);
+  }
+
+  // Asked for a different model on the same model_dir: a clear error, nothing overwritten.
+  const c = runCli([...common.map((x) => (x === '16' ? '24' : x)), '--model_dir', killed]);
+  assert.equal(c.status, 2);
+  assert.match(c.stderr, /imageSize=16, but this run asks for 24/);
+});
+
+test('bad data_dir: no shards, a corrupt shard, labels out of range', async () => {
+  const empty = path.join(work, 'empty');
+  fs.mkdirSync(empty);
+  await assert.rejects(train({ dataDir: empty, modelDir: path.join(work, 'm1'), trainSteps: 1 }), (e: Error) => e.message.includes(empty) && /preprocess/.test(e.message));
+
+  const corrupt = path.join(work, 'corrupt');
+  fs.cpSync(dataDir, corrupt, { recursive: true });
+  const shard = path.join(corrupt, 'train-00001-of-00002');
+  const bytes = fs.readFileSync(shard);
+  bytes[bytes.length - 100] ^= 0xff;
+  fs.writeFileSync(shard, bytes);
+  await assert.rejects(train({ dataDir: corrupt, modelDir: path.join(work, 'm2'), trainSteps: 1 }), (e: Error) => e.message.includes(shard) && /corrupt/.test(e.message) && /offset/.test(e.message));
+
+  await assert.rejects(
+    train({ dataDir, modelDir: path.join(work, 'm3'), trainSteps: 1, numLabelClasses: 3 }),
+    (e: Error) => /num_label_classes is 3/.test(e.message),
+  );
+  await assert.rejects(
+    train({ dataDir, modelDir: path.join(work, 'm4'), trainSteps: 1, numTrainImages: 100 }),
+    (e: Error) => /--num_train_images is 100 but .* holds 360/.test(e.message),
+  );
+  assert.equal(fs.existsSync(path.join(work, 'm2')), false, 'nothing written for a failed start');
+});
