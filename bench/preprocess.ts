@@ -10,13 +10,9 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { preprocess } from '../lib/preprocess';
 import { mulberry32 } from '../lib/random';
+import { numberArg } from './args';
 
-function arg(name: string, dflt: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-}
-
-const IMAGES = arg('images', 2000);
+const IMAGES = numberArg('images', 2000);
 const CLASSES = 10;
 
 /** Photo-like test images: smooth colour fields with some texture, JPEG quality 85. Cached across runs. */
@@ -78,7 +74,7 @@ async function main(): Promise<void> {
   const decode = await rawDecodeRate(files);
   const out = path.join(work, 'out');
   await fsp.rm(out, { recursive: true, force: true });
-  const workers = arg('workers', os.availableParallelism());
+  const workers = numberArg('workers', os.availableParallelism());
   const r = await preprocess({
     trainCsv: path.join(work, 'train.csv'),
     validationCsv: path.join(work, 'eval.csv'),

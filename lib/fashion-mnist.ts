@@ -58,6 +58,8 @@ export interface ExportOptions {
   classes?: number[];
   /** At most this many images per class, the first ones in file order (default all). */
   perClass?: number;
+  /** Only the first this many images of the file (default all). */
+  first?: number;
   /** Scale factor for the 28x28 images (1 keeps them native). */
   scale?: number;
   quality?: number;
@@ -76,7 +78,8 @@ export async function exportFashionMnistJpegs(opts: ExportOptions): Promise<Reco
   const counts: Record<string, number> = {};
   const size = images.rows * images.cols;
   const scale = opts.scale ?? 1;
-  for (let i = 0; i < images.count; i++) {
+  const end = Math.min(images.count, opts.first ?? images.count);
+  for (let i = 0; i < end; i++) {
     const label = labels[i] as number;
     if (!keep.has(label)) continue;
     const name = FASHION_MNIST_CLASSES[label] as string;

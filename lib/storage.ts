@@ -146,6 +146,19 @@ export function tempSibling(p: string): string {
 }
 
 /**
+ * Whether a process still runs. Temporary names carry the writer's pid (see tempSibling), so a
+ * leftover whose writer is gone (killed mid-write) can be told from one still being written.
+ */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
  * Write a whole file. Local: to a temporary sibling, fsync, then rename, so readers see the old
  * file or the new one, never a part. gs://: an object upload is already all-or-nothing.
  */

@@ -9,7 +9,7 @@ import { exportModel, loadExport } from '../lib/export';
 import { UserError } from '../lib/errors';
 import * as storage from '../lib/storage';
 import { tempDir, removeDir } from './helpers';
-import { fakeGcs } from './fixtures/fake-gcs';
+import { useFakeGcs, uploadOrder } from './fake-gcs';
 
 before(async () => {
   await tf.setBackend('cpu');
@@ -157,21 +157,20 @@ test('clear errors: no export, missing labels.txt, labels that do not match the 
 });
 
 test('gs:// export root: written with model.json last, loaded through storage', async () => {
-  const gcs = fakeGcs();
-  storage.setGcsClient(gcs.client);
+  const gcs = await useFakeGcs('bucket');
   try {
     const model = smallModel();
     const dir = await exportModel(model, 'gs://bucket/exports', { labels: LABELS, preprocessing: PREPROCESSING });
     assert.match(dir, /^gs:\/\/bucket\/exports\/\d{10}$/);
-    const keys = [...gcs.objects.keys()];
-    assert.equal(keys[keys.length - 1], `${dir.slice(5)}/model.json`, 'model.json is the last object written');
+    const keys = uploadOrder(gcs);
+    assert.equal(keys[keys.length - 1], `${dir.slice('gs://bucket/'.length)}/model.json`, 'model.json is the last object written');
     // A half-uploaded newer version (no model.json yet) is not picked.
-    gcs.objects.set('bucket/exports/9999999999/labels.txt', Buffer.from('a\n'));
+    gcs.put('bucket', 'exports/9999999999/labels.txt', 'a\n');
     const loaded = await loadExport('gs://bucket/exports');
     assert.equal(loaded.path, dir);
     assert.deepEqual(predict(loaded.model), predict(model));
     assert.deepEqual(loaded.labels, LABELS);
   } finally {
-    storage.setGcsClient(undefined);
+    await gcs.done();
   }
 });

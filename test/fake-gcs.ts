@@ -19,6 +19,8 @@ import * as http from 'node:http';
 import * as crypto from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { crc32c } from '@node-rs/crc32';
+import { Storage as GcsStorage } from '@google-cloud/storage';
+import * as storageLib from '../lib/storage';
 
 export type FakeGcsOp = 'insert' | 'get' | 'media' | 'list' | 'delete' | 'rejected';
 
@@ -389,4 +391,26 @@ export class FakeGcs {
     res.writeHead(200, { 'content-type': 'application/json; charset=UTF-8' });
     res.end(JSON.stringify(out));
   }
+}
+
+/**
+ * Start a fake with the given buckets and point lib/storage at it through the real client; `stop()`
+ * restores the default client. For tests whose subject is not storage itself.
+ */
+export async function useFakeGcs(...buckets: string[]): Promise<FakeGcs & { done(): Promise<void> }> {
+  const fake = new FakeGcs();
+  await fake.start();
+  for (const b of buckets) fake.createBucket(b);
+  storageLib.setGcsClient(new GcsStorage({ apiEndpoint: fake.endpoint, projectId: 'imgclass-test-project' }));
+  return Object.assign(fake, {
+    async done() {
+      storageLib.setGcsClient(undefined);
+      await fake.stop();
+    },
+  });
+}
+
+/** Object names in upload order, as recorded (for tests of write ordering). */
+export function uploadOrder(fake: FakeGcs): string[] {
+  return fake.requests.filter((r) => r.op === 'insert' && r.object).map((r) => r.object as string);
 }

@@ -7,7 +7,7 @@ import { MetricsLog, readMetrics } from '../lib/train/metrics';
 import { UserError } from '../lib/errors';
 import * as storage from '../lib/storage';
 import { tempDir, removeDir } from './helpers';
-import { fakeGcs } from './fixtures/fake-gcs';
+import { useFakeGcs } from './fake-gcs';
 
 const train = (step: number) => ({ step, kind: 'train', loss: 2 - step / 100, lr: 0.1, img_s: 40.5, wall_time: 1700000000 + step });
 
@@ -96,10 +96,9 @@ test('appended lines survive a SIGKILL of the writing process (no close)', async
 });
 
 test('gs:// log: the object holds every appended line', async () => {
-  const gcs = fakeGcs();
-  storage.setGcsClient(gcs.client);
+  const gcs = await useFakeGcs('b');
   try {
-    gcs.objects.set('b/run/metrics.jsonl', Buffer.from(JSON.stringify(train(1)) + '\n{"partial'));
+    gcs.put('b', 'run/metrics.jsonl', JSON.stringify(train(1)) + '\n{"partial');
     const log = await MetricsLog.open('gs://b/run/metrics.jsonl');
     await log.append(train(2));
     assert.deepEqual(await readMetrics('gs://b/run/metrics.jsonl'), [train(1), train(2)], 'uploaded after append');
@@ -107,6 +106,6 @@ test('gs:// log: the object holds every appended line', async () => {
     await log.close();
     assert.deepEqual(await readMetrics('gs://b/run/metrics.jsonl'), [train(1), train(2), train(3)]);
   } finally {
-    storage.setGcsClient(undefined);
+    await gcs.done();
   }
 });

@@ -9,7 +9,7 @@ import { readRecordFile } from '../lib/tfrecord';
 import { decodeEvent, DecodedEvent, FILE_VERSION } from '../lib/tensorboard-proto';
 import * as storage from '../lib/storage';
 import { tempDir, removeDir } from './helpers';
-import { fakeGcs } from './fixtures/fake-gcs';
+import { useFakeGcs } from './fake-gcs';
 
 function eventFiles(dir: string): string[] {
   return fs.readdirSync(dir).filter((n) => n.startsWith('events.out.tfevents.')).map((n) => path.join(dir, n));
@@ -146,24 +146,23 @@ test('buffered points reach the file on the periodic flush, appended to the same
 });
 
 test('gs:// logdir: written in a local cache and uploaded on flush', async () => {
-  const gcs = fakeGcs();
-  storage.setGcsClient(gcs.client);
+  const gcs = await useFakeGcs('bucket');
   try {
     const w = await SummaryWriter.create('gs://bucket/run1/eval');
     assert.match(w.path, /^gs:\/\/bucket\/run1\/eval\/events\.out\.tfevents\./);
     w.scalar('top_1_accuracy', 0.5, 100, 5);
     await w.flush();
-    const key = w.path.slice('gs://'.length);
-    const events = splitRecords(gcs.objects.get(key)!).map((r) => decodeEvent(r));
+    const key = w.path.slice('gs://bucket/'.length);
+    const events = splitRecords(gcs.get('bucket', key)!).map((r) => decodeEvent(r));
     assert.deepEqual(events[1], { wallTime: 5, step: 100, values: [{ tag: 'top_1_accuracy', value: 0.5 }] });
     w.scalar('top_1_accuracy', 0.75, 200, 6);
     await w.close();
-    assert.equal(splitRecords(gcs.objects.get(key)!).length, 3);
+    assert.equal(splitRecords(gcs.get('bucket', key)!).length, 3);
     const cache = path.join(os.tmpdir(), 'imgclass-tfevents');
     const leftovers = (await storage.list(cache)).filter((f) => path.basename(f) === path.basename(w.path));
     assert.deepEqual(leftovers, [], 'local cache copy removed after close');
   } finally {
-    storage.setGcsClient(undefined);
+    await gcs.done();
   }
 });
 

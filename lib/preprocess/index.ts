@@ -296,20 +296,11 @@ async function makeStaging(outputDir: string): Promise<Staging> {
   await fsp.mkdir(outputDir, { recursive: true });
   for (const entry of await fsp.readdir(outputDir)) {
     const m = new RegExp(`^${STAGING_PREFIX.replace('.', '\\.')}(\\d+)-`).exec(entry);
-    if (m && !processAlive(Number(m[1]))) await fsp.rm(path.join(outputDir, entry), { recursive: true, force: true });
+    if (m && !storage.processAlive(Number(m[1]))) await fsp.rm(path.join(outputDir, entry), { recursive: true, force: true });
   }
   const dir = path.join(outputDir, name);
   await fsp.mkdir(dir);
   return { dir, createdOutputDir };
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**

@@ -277,16 +277,7 @@ async function removeStaleTemporaries(modelDir: string): Promise<void> {
   ];
   for (const t of temps) {
     const pid = Number(/\.tmp-(\d+)-[0-9a-f]+$/.exec(t)?.[1]);
-    if (Number.isSafeInteger(pid) && pid !== process.pid && !processAlive(pid)) await storage.remove(t);
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if (Number.isSafeInteger(pid) && pid !== process.pid && !storage.processAlive(pid)) await storage.remove(t);
   }
 }
 

@@ -1,0 +1,105 @@
+/**
+ * Benchmark 2 of issue 3: accuracy. Train a ResNet-18 from scratch on the first 10,000 Fashion-MNIST
+ * training images (Debian dataset-fashion-mnist), evaluate on all 10,000 test images every
+ * `--eval_every` steps; report the wall time to reach 88 % top-1 and the final accuracy.
+ *   npm run build && node dist/bench/accuracy.js [--train_images 10000] [--image_size 32]
+ *       [--epochs 8] [--batch 32] [--eval_every_epochs 1] [--base_lr 0.1]
+ * Wall time counts training and evaluation, from the first step (not data preparation).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { exportFashionMnistJpegs, FASHION_MNIST_CLASSES } from '../lib/fashion-mnist';
+import { preprocess } from '../lib/preprocess';
+import { train } from '../lib/train';
+import { numberArg } from './args';
+
+const TRAIN_IMAGES = numberArg('train_images', 10000);
+const IMAGE_SIZE = numberArg('image_size', 32);
+const EPOCHS = numberArg('epochs', 8);
+const BATCH = numberArg('batch', 32);
+const EVAL_EVERY_EPOCHS = numberArg('eval_every_epochs', 1);
+const BASE_LR = numberArg('base_lr', 0.1);
+const TARGET = 0.88;
+
+/** JPEG folders → CSVs → shards, cached in the temp folder across runs. */
+async function prepare(work: string): Promise<string> {
+  const dataDir = path.join(work, 'shards');
+  if (fs.existsSync(path.join(dataDir, 'preprocess_report.json'))) return dataDir;
+  const trainDir = path.join(work, 'train');
+  const testDir = path.join(work, 'test');
+  if (!fs.existsSync(path.join(work, 'labels.txt'))) {
+    await exportFashionMnistJpegs({ split: 'train', outDir: trainDir, first: TRAIN_IMAGES });
+    await exportFashionMnistJpegs({ split: 't10k', outDir: testDir });
+    for (const [dir, csv] of [[trainDir, 'train.csv'], [testDir, 'test.csv']] as const) {
+      const rows = FASHION_MNIST_CLASSES.flatMap((c) => fs.readdirSync(path.join(dir, c)).map((f) => `${path.join(dir, c, f)},${c}`));
+      fs.writeFileSync(path.join(work, csv), rows.join('\n') + '\n');
+    }
+    fs.writeFileSync(path.join(work, 'labels.txt'), [...FASHION_MNIST_CLASSES].sort().join('\n') + '\n');
+  }
+  await preprocess({
+    trainCsv: path.join(work, 'train.csv'),
+    validationCsv: path.join(work, 'test.csv'),
+    labelsFile: path.join(work, 'labels.txt'),
+    outputDir: dataDir,
+    overwrite: true,
+  });
+  return dataDir;
+}
+
+async function main(): Promise<void> {
+  const work = path.join(os.tmpdir(), `imgclass-bench-fashion-${TRAIN_IMAGES}`);
+  fs.mkdirSync(work, { recursive: true });
+  const dataDir = await prepare(work);
+  const modelDir = fs.mkdtempSync(path.join(os.tmpdir(), 'imgclass-bench-acc-'));
+  const stepsPerEpoch = Math.ceil(TRAIN_IMAGES / BATCH);
+  const trainSteps = EPOCHS * stepsPerEpoch;
+  const evals: { step: number; epoch: number; top1: number; seconds: number }[] = [];
+  let t0 = 0;
+  const r = await train({
+    dataDir,
+    modelDir,
+    imageSize: IMAGE_SIZE,
+    trainBatchSize: BATCH,
+    evalBatchSize: 128,
+    trainSteps,
+    stepsPerEval: Math.max(1, Math.round(EVAL_EVERY_EPOCHS * stepsPerEpoch)),
+    stepsPerCheckpoint: trainSteps,
+    baseLearningRate: BASE_LR,
+    onEvent: (e) => {
+      if (e.kind === 'start') t0 = Date.now();
+      if (e.kind === 'step' && e.step % 50 === 0) process.stderr.write(`step ${e.step}/${trainSteps} loss ${e.loss.toFixed(3)} ${e.imagesPerSecond.toFixed(1)} img/s\n`);
+      if (e.kind === 'eval') {
+        const ev = { step: e.step, epoch: Number(((e.step * BATCH) / TRAIN_IMAGES).toFixed(2)), top1: e.top1, seconds: Math.round((Date.now() - t0) / 1000) };
+        evals.push(ev);
+        process.stderr.write(`eval ${JSON.stringify(ev)}\n`);
+      }
+    },
+  });
+  const hit = evals.find((e) => e.top1 >= TARGET);
+  process.stdout.write(
+    JSON.stringify({
+      bench: 'accuracy',
+      data: `Fashion-MNIST: first ${TRAIN_IMAGES} training images, all 10000 test images`,
+      model: 'resnet18',
+      image_size: IMAGE_SIZE,
+      batch: BATCH,
+      epochs: EPOCHS,
+      base_lr: BASE_LR,
+      backend: `${r.backend} x${r.replicas}`,
+      train_img_s: Number(r.imagesPerSecond.toFixed(1)),
+      target_top1: TARGET,
+      seconds_to_target: hit ? hit.seconds : null,
+      final_top1: r.lastEval?.top1,
+      final_top5: r.lastEval?.top5,
+      total_seconds: Math.round(r.seconds),
+      evals,
+    }) + '\n',
+  );
+  fs.rmSync(modelDir, { recursive: true, force: true });
+}
+
+main().catch((err) => {
+  process.stderr.write(`${(err as Error).stack}\n`);
+  process.exit(1);
+});
