@@ -8,7 +8,7 @@
  * the server's event loop. Default model: an untrained ResNet-18 at 64 px with 5 classes, exported
  * here (speed does not depend on the weights); or --model_dir EXPORT_DIR.
  *
- * Run: npx tsc -p . && node dist/bench/serve.js [--seconds 10] [--max_batch 64] [--model_dir DIR]
+ * Run: npm run bench:serve -- [--seconds 10] [--max_batch 64] [--model_dir DIR]
  * Prints one JSON line; goal: ratio_at_32 >= 0.8.
  */
 import * as fsp from 'node:fs/promises';

@@ -2,7 +2,7 @@
  * Times one ResNet-18-shaped training step (forward, backward, momentum update) on the wasm backend
  * with imgclass's training kernels.
  *
- *   npx tsc -p . && node dist/bench/wasm-step.js [--size 64] [--batch 32] [--steps 3] [--depth 18|34]
+ *   npm run build && node dist/bench/wasm-step.js [--size 64] [--batch 32] [--steps 3] [--depth 18|34]
  *       [--backend wasm|cpu] [--profile]
  *
  * The machine may be shared: results are only comparable between runs made under the same load.

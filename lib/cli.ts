@@ -9,11 +9,15 @@ import { terminalProgress } from './progress';
 import { preprocess } from './preprocess';
 import { makeDataset, formatSummary } from './dataset';
 import { runNotebookCommand, positiveSeconds, RUN_NOTEBOOK_HELP, type RunNotebookCommandOptions } from './runner/command';
-import { train, TrainEvent } from './train';
+import { runTrainCommand, TrainCommandOptions } from './train/command';
 import type { ResNetConfig } from './model';
 import type { BackendName } from './engine/backend';
-import { startServer, parseByteSize, DEFAULT_MODEL_NAME, DEFAULT_PORT, DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_BATCH_WAIT_MS } from './serve';
+import { runServeCommand } from './serve/command';
+import { parseByteSize, type ServeOptions, DEFAULT_MODEL_NAME, DEFAULT_PORT, DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_BATCH_WAIT_MS } from './serve';
 import { predict } from './predict';
+import { deployLocal, undeployLocal } from './serve/daemon';
+import { runNotebookSuite, stripOutputFiles } from './notebook-suite';
+import { collectParameters, splitParameterArgs } from './runner/command';
 
 /** `--train_csv=x` → `--train-csv=x`, so both spellings reach commander as one option. */
 export function normalizeFlags(argv: string[]): string[] {
@@ -125,55 +129,7 @@ export function buildProgram(): Command {
     .option('--seed <n>', 'seed of initialisation, shuffling and augmentation', wholeNumber(0), 42)
     .option('--workers <n>', 'model replicas on worker threads (default: one per core)', wholeNumber(1))
     .option('--backend <name>', 'tensorflow (tfjs-node), wasm, or cpu (slow; only when asked)')
-    .action(async (o: {
-      dataDir: string; modelDir: string; resnetDepth: ResNetConfig['depth']; imageSize: number; trainBatchSize: number;
-      evalBatchSize: number; trainSteps: number; stepsPerEval?: number; stepsPerCheckpoint?: number; exportDir?: string;
-      numTrainImages?: number; numEvalImages?: number; numLabelClasses?: number; labelSmoothing: number; weightDecay: number;
-      baseLearningRate: number; seed: number; workers?: number; backend?: BackendName;
-    }) => {
-      const abort = new AbortController();
-      const onSigint = () => {
-        process.stderr.write('\nstopping after this step (checkpoint is saved); press Ctrl-C again to quit at once\n');
-        process.off('SIGINT', onSigint);
-        abort.abort();
-      };
-      process.on('SIGINT', onSigint);
-      let bar: ReturnType<typeof terminalProgress> | undefined;
-      const onEvent = (e: TrainEvent) => {
-        if (e.kind === 'start') {
-          process.stderr.write(
-            `${e.backendNote}; ${e.replicas} replica(s)\n` +
-              `ResNet-${o.resnetDepth} at ${o.imageSize} px: ${(e.params / 1e6).toFixed(2)} M parameters, ${(e.flopsPerImage / 1e9).toFixed(2)} GFLOPs/image; ` +
-              `${e.numTrainImages} training / ${e.numEvalImages} validation images, ${e.numClasses} classes` +
-              (e.resumed ? `; resuming at step ${e.startStep}` : '') + '\n',
-          );
-          bar = terminalProgress('train', e.trainSteps);
-          bar.update(e.startStep);
-        } else if (e.kind === 'step') {
-          bar?.update(e.step, { rate: `${e.imagesPerSecond.toFixed(1)} img/s`, loss: e.loss.toFixed(3), lr: e.lr.toPrecision(3) });
-        } else if (e.kind === 'eval') {
-          bar?.stop();
-          process.stderr.write(`eval at step ${e.step}: top-1 ${(100 * e.top1).toFixed(1)} %` + (e.top5 !== undefined ? `, top-5 ${(100 * e.top5).toFixed(1)} %` : '') + `, loss ${e.loss.toFixed(4)} (${e.count} images, ${e.seconds.toFixed(1)} s)\n`);
-          bar = terminalProgress('train', o.trainSteps);
-          bar.update(e.step);
-        } else if (e.kind === 'export') {
-          process.stderr.write(`exported to ${e.path}\n`);
-        }
-      };
-      try {
-        const r = await train({ ...o, signal: abort.signal, onEvent });
-        bar?.stop();
-        process.stdout.write(
-          `${r.interrupted ? 'stopped' : 'trained'} to step ${r.step} in ${r.seconds.toFixed(1)} s (${r.imagesPerSecond.toFixed(1)} img/s, ${r.backend} x${r.replicas})` +
-            (r.lastEval ? `; top-1 ${(100 * r.lastEval.top1).toFixed(1)} %` : '') +
-            (r.exportPath ? `; export: ${r.exportPath}` : '') + '\n',
-        );
-        if (r.interrupted) process.exitCode = 130;
-      } finally {
-        bar?.stop();
-        process.off('SIGINT', onSigint);
-      }
-    });
+    .action((o: TrainCommandOptions) => runTrainCommand(o));
 
   program
     .command('serve')
@@ -192,38 +148,11 @@ export function buildProgram(): Command {
     .option('--max-batch <n>', 'most images per request and per model call', wholeNumber(1), DEFAULT_MAX_BATCH)
     .option('--batch-wait-ms <ms>', 'how long an idle server waits for more images to batch with', wholeNumber(0), DEFAULT_BATCH_WAIT_MS)
     .option('--backend <name>', 'tensorflow (tfjs-node), wasm, or cpu')
-    .action(async (o: {
-      modelDir: string; modelName: string; port: number; host: string; maxBody?: number; maxBatch: number; batchWaitMs: number; backend?: BackendName;
-    }) => {
-      const server = await startServer(o);
-      process.stderr.write(`${server.backendNote}\n`);
-      process.stdout.write(
-        `serving model "${server.modelName}" version ${server.version} (${server.labels.length} classes) at ${server.url}\n` +
-          `predict: POST ${server.predictUrl}\n`,
-      );
-      const signal = await new Promise<NodeJS.Signals>((resolve) => {
-        const stop = (sig: NodeJS.Signals) => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          resolve(sig);
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
-      const again = () => process.exit(130);
-      process.once('SIGINT', again);
-      process.once('SIGTERM', again);
-      process.stderr.write(`${signal}: finishing requests in flight, then exiting (signal again to quit at once)\n`);
-      await server.close();
-      process.off('SIGINT', again);
-      process.off('SIGTERM', again);
-      const s = server.stats();
-      process.stderr.write(`stopped; served ${s.requests.ok} request(s), ${s.requests.failed} error(s), ${s.batcher.items} image(s) in ${s.batcher.batches} model call(s)\n`);
-    });
+    .action((o: ServeOptions) => runServeCommand(o));
 
   program
     .command('predict')
-    .description('section 7: classify images with a running server (imgclass serve) or another predict endpoint')
+    .description('section 8: classify images with a running server (imgclass serve) or another predict endpoint')
     .requiredOption('--endpoint <url>', 'predict URL (http://127.0.0.1:8501/v1/models/NAME:predict) or server URL')
     .requiredOption('--image <path>', 'image file, local or gs:// (repeat for more)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--model-name <name>', 'model to call when --endpoint is a server URL', DEFAULT_MODEL_NAME)
@@ -239,6 +168,72 @@ export function buildProgram(): Command {
         const prob = p.probabilities[p.classes] ?? NaN;
         process.stdout.write(`${o.image[i]}\t${p.label ?? `class ${p.classes}`}\t${prob.toFixed(4)}\n`);
       });
+    });
+
+  program
+    .command('deploy')
+    .description('section 7, locally: start the prediction server in the background (it outlives this command); WORK/deployment.json records it')
+    .requiredOption('--export-dir <dir>', 'export folder (its newest version is served) or one version folder')
+    .requiredOption('--work-dir <dir>', 'where deployment.json and server.log go (a deployment recorded there is replaced)')
+    .option('--model-name <name>', 'name in the URL: /v1/models/NAME:predict', DEFAULT_MODEL_NAME)
+    .option('--port <n>', 'TCP port (0: any free port)', wholeNumber(0), DEFAULT_PORT)
+    .option('--host <addr>', 'address to listen on', DEFAULT_HOST)
+    .option('--backend <name>', 'tensorflow (tfjs-node), wasm, or cpu')
+    .action(async (o: { exportDir: string; workDir: string; modelName: string; port: number; host: string; backend?: BackendName }) => {
+      const d = await deployLocal(o);
+      process.stdout.write(
+        `serving model "${d.modelName}" version ${d.version} at ${d.url} (pid ${d.pid}; log ${d.log})\n` +
+          `predict: POST ${d.predictUrl}\nstop it with: imgclass undeploy --work_dir ${o.workDir}\n`,
+      );
+    });
+
+  program
+    .command('undeploy')
+    .description('stop the prediction server that `imgclass deploy` (or notebook 07) recorded in WORK/deployment.json')
+    .requiredOption('--work-dir <dir>', 'the folder holding deployment.json')
+    .action(async (o: { workDir: string }) => {
+      process.stdout.write(`${(await undeployLocal(o.workDir)).message}\n`);
+    });
+
+  program
+    .command('run-notebooks')
+    .description('run notebooks/01-…08-*.ipynb in order on one work folder, headless; stop at the first failure; undeploy at the end')
+    .usage('[--out DIR] [--work_dir DIR] [-p NAME VALUE]...')
+    .argument('[args...]', '-p/-r NAME VALUE parameters, each given to the notebooks that declare it')
+    .allowUnknownOption()
+    .option('--notebooks <dir>', 'folder of the numbered notebooks', 'notebooks')
+    .option('--out <dir>', 'where the executed notebooks go (default: runs/<time>)')
+    .option('--work-dir <dir>', 'the shared work folder (default: OUT/work)')
+    .option('--execution-timeout <s>', 'seconds a cell may run', positiveSeconds)
+    .option('--log-output', 'echo cell outputs as they arrive', false)
+    .action(async (args: string[], o: { notebooks: string; out?: string; workDir?: string; executionTimeout?: number; logOutput: boolean }) => {
+      const split = splitParameterArgs(args);
+      if (split.positionals.length > 0) throw new UserError(`run-notebooks takes no file arguments (got ${split.positionals.join(' ')}); use --out and -p NAME VALUE`);
+      const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+      const out = o.out ?? `runs/${stamp}`;
+      const r = await runNotebookSuite({
+        notebooksDir: o.notebooks,
+        outDir: out,
+        workDir: o.workDir,
+        parameters: await collectParameters(split),
+        executionTimeout: o.executionTimeout,
+        logOutput: o.logOutput,
+        onStart: (nb) => process.stderr.write(`running ${nb} ...\n`),
+        onDone: (nb, res) =>
+          process.stderr.write(res.ok ? `  done in ${res.seconds.toFixed(1)} s → ${res.output}\n` : `  FAILED: ${res.error}\n  the executed notebook (with the error) is in ${res.output}\n`),
+      });
+      process.stderr.write(`${r.undeploy}\n`);
+      process.stdout.write(r.ok ? `all ${r.results.length} notebooks ran; executed copies in ${out}\n` : `stopped at ${r.failed}\n`);
+      if (!r.ok) process.exitCode = 1;
+    });
+
+  program
+    .command('strip-outputs')
+    .description('remove outputs, execution counts and run metadata from notebooks, in place (as they are kept in git)')
+    .argument('<files...>', 'notebook files')
+    .action(async (files: string[]) => {
+      const changed = await stripOutputFiles(files);
+      process.stdout.write(changed.length ? changed.map((f) => `stripped ${f}\n`).join('') : 'nothing to strip\n');
     });
 
   program

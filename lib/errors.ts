@@ -8,6 +8,15 @@ export class UserError extends Error {
     super(message);
     this.name = 'UserError';
   }
+
+  /**
+   * How console.error and util.inspect show it: the message alone. A notebook kernel (tslab) prints a
+   * failed cell's error with console.error, and for a mistake in the user's input the stack trace
+   * only buries the message; `err.stack` still has it for debugging.
+   */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return `${this.name}: ${this.message}`;
+  }
 }
 
 /** Error message of any thrown value, for reports and logs. */

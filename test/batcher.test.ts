@@ -86,3 +86,34 @@ test('idle() resolves once queued and running work is done', async () => {
   assert.equal(b.stats().pending, 0);
   await b.idle(); // already idle
 });
+
+test('items announced with expect() while a batch runs join the next batch instead of trailing it', async () => {
+  const sizes: number[] = [];
+  const b = new Batcher<number, number>(async (xs) => {
+    sizes.push(xs.length);
+    await sleep(30);
+    return xs;
+  }, { maxBatch: 16, maxWaitMs: 100 });
+  const first = b.submit(0);
+  await sleep(110); // the lone first item waited 100 ms; its batch now runs for 30 ms
+  // Three images arrive and start "decoding"; two are ready during the batch, one 25 ms after it.
+  const releases = [1, 2, 3].map(() => b.expect());
+  const later = [5, 15, 45].map(async (ms, i) => {
+    await sleep(ms);
+    const p = b.submit(i + 1);
+    releases[i]!();
+    return p;
+  });
+  assert.deepEqual(await Promise.all([first, ...later]), [0, 1, 2, 3]);
+  assert.deepEqual(sizes, [1, 3], 'the three announced items shared one call');
+});
+
+test('a withdrawn announcement (an image that failed to decode) does not hold the batch back', async () => {
+  const b = new Batcher<number, number>((xs) => xs, { maxBatch: 16, maxWaitMs: 5_000 });
+  const release = b.expect();
+  const t0 = Date.now();
+  const p = b.submit(1);
+  release();
+  assert.equal(await p, 1);
+  assert.ok(Date.now() - t0 < 1_000, 'ran as soon as nothing more was expected');
+});

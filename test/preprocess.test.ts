@@ -7,6 +7,7 @@ import sharp from 'sharp';
 import { preprocess } from '../lib/preprocess';
 import { imageToExample } from '../lib/preprocess/image';
 import { shardName, planShards } from '../lib/preprocess/shards';
+import { readJpegHeader } from '../lib/preprocess/jpeg-header';
 import { readRecordFile } from '../lib/tfrecord';
 import { decodeExample, getBytes, getInt64, getString, DecodedExample } from '../lib/example';
 import { tempDir, removeDir, jpeg, photo, CLI } from './helpers';
@@ -255,4 +256,21 @@ test('CLI: snake_case and kebab-case flags, a summary on stdout, exit 2 with the
   } finally {
     removeDir(fx.dir);
   }
+});
+
+test('the JPEG frame header parser agrees with sharp on size and components, and declines anything else', async () => {
+  const p = await photo(37, 21, 5);
+  const rgb = await p.clone().jpeg().toBuffer();
+  const progressive = await p.clone().jpeg({ progressive: true }).toBuffer();
+  const gray = await p.clone().toColourspace('b-w').jpeg().toBuffer();
+  const cmyk = await p.clone().toColourspace('cmyk').jpeg().toBuffer();
+  const withExif = await p.clone().withMetadata({ exif: { IFD0: { Copyright: 'imgclass' } } }).jpeg().toBuffer();
+  assert.deepEqual(readJpegHeader(rgb), { width: 37, height: 21, components: 3 });
+  assert.deepEqual(readJpegHeader(progressive), { width: 37, height: 21, components: 3 });
+  assert.deepEqual(readJpegHeader(withExif), { width: 37, height: 21, components: 3 }, 'skips APP segments');
+  assert.equal(readJpegHeader(gray)?.components, 1);
+  assert.equal(readJpegHeader(cmyk)?.components, 4);
+  assert.equal(readJpegHeader(await p.clone().png().toBuffer()), undefined);
+  assert.equal(readJpegHeader(rgb.subarray(0, 3)), undefined);
+  assert.equal(readJpegHeader(Buffer.from([0xff, 0xd8, 0xff, 0xda, 0, 2])), undefined, 'a scan before any frame');
 });

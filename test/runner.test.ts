@@ -591,9 +591,16 @@ test('CLI: --prepare-only writes the parameterized notebook; usage errors exit 2
   const missing = await runCli(['run-notebook', path.join(dir, 'nope.ipynb'), out]);
   assert.equal(missing.code, 2);
   assert.match(missing.stderr, /file not found: .*nope\.ipynb/);
-  const yaml = await runCli(['run-notebook', input, out, '-f', 'params.yaml']);
-  assert.equal(yaml.code, 2);
-  assert.match(yaml.stderr, /YAML parameter files are not supported/);
+  // -f takes YAML as papermill does.
+  const yamlFile = path.join(dir, 'params.yaml');
+  fs.writeFileSync(yamlFile, 'n: 5\n');
+  const yaml = await runCli(['run-notebook', input, out, '--prepare-only', '-f', yamlFile]);
+  assert.equal(yaml.code, 0, yaml.stderr);
+  assert.match(text(tagged(readJson(out), 'injected-parameters')[0].source), /let n: number = 5;/);
+  fs.writeFileSync(yamlFile, 'n: [1, 2\n');
+  const badYaml = await runCli(['run-notebook', input, out, '-f', yamlFile]);
+  assert.equal(badYaml.code, 2);
+  assert.match(badYaml.stderr, /params\.yaml: not valid YAML/);
   const oneArg = await runCli(['run-notebook', input]);
   assert.equal(oneArg.code, 2);
   const badKernel = await runCli(['run-notebook', input, out, '--kernel', 'no-such-kernel']);

@@ -9,6 +9,7 @@
 import sharp from 'sharp';
 import * as path from 'node:path';
 import { encodeExample } from '../example';
+import { readJpegHeader } from './jpeg-header';
 import { errorMessage } from '../errors';
 
 /** Why an image was re-encoded rather than stored as given. */
@@ -50,6 +51,17 @@ function reencodeReason(meta: sharp.Metadata): ReencodeReason | undefined {
 /** Check, and if needed convert, one image, and build its Example. Never throws for bad image data. */
 export async function imageToExample(input: ImageRecordInput): Promise<ImageRecordResult> {
   if (input.bytes.length === 0) return { ok: false, reason: 'empty file (0 bytes)' };
+  const cap = input.resize ?? 0;
+  const header = readJpegHeader(input.bytes);
+  if (header && header.components === 3 && !(cap > 0 && Math.max(header.width, header.height) > cap)) {
+    // The common case, kept as it is: one decode to check the data is whole.
+    try {
+      const { info } = await sharp(input.bytes, DECODE_OPTS).raw().toBuffer({ resolveWithObject: true });
+      if (info.channels === 3) return { ok: true, example: buildExample(input, input.bytes, info.width, info.height), width: info.width, height: info.height };
+    } catch (err) {
+      return { ok: false, reason: `truncated or corrupt image data: ${errorMessage(err)}` };
+    }
+  }
   let meta: sharp.Metadata;
   try {
     meta = await sharp(input.bytes, DECODE_OPTS).metadata();
@@ -57,7 +69,6 @@ export async function imageToExample(input: ImageRecordInput): Promise<ImageReco
     return { ok: false, reason: `not a readable image: ${errorMessage(err)}` };
   }
   let reason = reencodeReason(meta);
-  const cap = input.resize ?? 0;
   const tooBig = cap > 0 && Math.max(meta.width ?? 0, meta.height ?? 0) > cap;
   if (tooBig) reason = reason ?? 'resized';
   let encoded: Uint8Array = input.bytes;
@@ -81,7 +92,12 @@ export async function imageToExample(input: ImageRecordInput): Promise<ImageReco
   } catch (err) {
     return { ok: false, reason: `truncated or corrupt image data: ${errorMessage(err)}` };
   }
-  const example = encodeExample({
+  const example = buildExample(input, encoded, width, height);
+  return reason ? { ok: true, example, width, height, reencoded: reason } : { ok: true, example, width, height };
+}
+
+function buildExample(input: ImageRecordInput, encoded: Uint8Array, width: number, height: number): Uint8Array {
+  return encodeExample({
     'image/height': { int64: [height] },
     'image/width': { int64: [width] },
     'image/colorspace': { bytes: ['RGB'] },
@@ -92,7 +108,6 @@ export async function imageToExample(input: ImageRecordInput): Promise<ImageReco
     'image/filename': { bytes: [baseNameOf(input.filename)] },
     'image/encoded': { bytes: [encoded] },
   });
-  return reason ? { ok: true, example, width, height, reencoded: reason } : { ok: true, example, width, height };
 }
 
 function baseNameOf(p: string): string {

@@ -104,6 +104,19 @@ export async function preprocess(opts: PreprocessOptions): Promise<PreprocessRes
     throw new UserError(`--num_shards must be a whole number ≥ 1, got ${opts.numShards}`);
   }
 
+  // Started first so the worker threads load (sharp, protobufjs) while the CSVs are read and checked.
+  const workers = Math.max(1, opts.workers ?? os.availableParallelism());
+  const pool = new Piscina({
+    filename: path.join(__dirname, 'worker.js'),
+    minThreads: workers,
+    maxThreads: workers,
+    // Most of a task waits on sharp's native threads, so a few tasks per worker keep the cores busy.
+    concurrentTasksPerWorker: 4,
+    idleTimeout: 1000,
+  });
+  let staging: Staging | undefined;
+  let writer: TFRecordWriter | undefined;
+  try {
   const labels = await readLabels(opts.labelsFile);
   const trainCsv = await readLabeledCsv(opts.trainCsv);
   const evalCsv = await readLabeledCsv(opts.validationCsv);
@@ -127,16 +140,8 @@ export async function preprocess(opts: PreprocessOptions): Promise<PreprocessRes
     validation: planShards(splits.validation.length, opts.numShards ?? defaultShardCount(splits.validation.length)).length,
   };
 
-  const staging = await makeStaging(opts.outputDir);
-  const workers = Math.max(1, opts.workers ?? os.availableParallelism());
-  const pool = new Piscina({
-    filename: path.join(__dirname, 'worker.js'),
-    minThreads: workers,
-    maxThreads: workers,
-    // Most of a task waits on sharp's native threads, so a few tasks per worker keep the cores busy.
-    concurrentTasksPerWorker: 4,
-    idleTimeout: 1000,
-  });
+  staging = await makeStaging(opts.outputDir);
+  const stagingDir = staging.dir;
   const report: PreprocessReport = {
     labels,
     settings: { resize, seed, numShards: shardCount },
@@ -149,8 +154,6 @@ export async function preprocess(opts: PreprocessOptions): Promise<PreprocessRes
     warnings,
   };
   const staged: string[] = [];
-  let writer: TFRecordWriter | undefined;
-  try {
     const total = splits.train.length + splits.validation.length;
     let done = 0;
     for (const split of ['train', 'validation'] as const) {
@@ -169,7 +172,7 @@ export async function preprocess(opts: PreprocessOptions): Promise<PreprocessRes
             const name = shardName(split, shard, plan.length);
             staged.push(name);
             report.splits[split].shards.push(name);
-            writer = await TFRecordWriter.create(path.join(staging.dir, name));
+            writer = await TFRecordWriter.create(path.join(stagingDir, name));
           }
           const job = jobs[i] as Job;
           if (result.ok) {
@@ -196,7 +199,7 @@ export async function preprocess(opts: PreprocessOptions): Promise<PreprocessRes
         const name = shardName(split, report.splits[split].shards.length, plan.length);
         staged.push(name);
         report.splits[split].shards.push(name);
-        writer = await TFRecordWriter.create(path.join(staging.dir, name));
+        writer = await TFRecordWriter.create(path.join(stagingDir, name));
       }
       if (writer) await writer.close();
       writer = undefined;
@@ -205,9 +208,9 @@ export async function preprocess(opts: PreprocessOptions): Promise<PreprocessRes
       if (!report.splits.train.perClass[label]) report.warnings.push(`class "${label}" has no training records left after skipping unreadable images`);
     }
     const reportJson = JSON.stringify(report, null, 2) + '\n';
-    await fsp.writeFile(path.join(staging.dir, REPORT_NAME), reportJson);
+    await fsp.writeFile(path.join(stagingDir, REPORT_NAME), reportJson);
     staged.push(REPORT_NAME);
-    const files = await commitStaging(staging.dir, opts.outputDir, staged, !!opts.overwrite);
+    const files = await commitStaging(stagingDir, opts.outputDir, staged, !!opts.overwrite);
     const seconds = (Date.now() - started) / 1000;
     return {
       outputDir: opts.outputDir,
@@ -222,8 +225,10 @@ export async function preprocess(opts: PreprocessOptions): Promise<PreprocessRes
     throw err;
   } finally {
     await pool.destroy();
-    await fsp.rm(staging.dir, { recursive: true, force: true });
-    if (staging.createdOutputDir) await fsp.rmdir(opts.outputDir).catch(() => undefined);
+    if (staging) {
+      await fsp.rm(staging.dir, { recursive: true, force: true });
+      if (staging.createdOutputDir) await fsp.rmdir(opts.outputDir).catch(() => undefined);
+    }
   }
 }
 

@@ -7,6 +7,7 @@ import * as crypto from 'node:crypto';
 import { UserError } from '../errors';
 import { readText, writeFile } from '../storage';
 import type { Parameters } from './translator';
+import { parse as parseYaml } from 'yaml';
 
 export type MimeBundle = Record<string, unknown>;
 
@@ -202,23 +203,18 @@ export async function writeNotebook(p: string, nb: Notebook): Promise<void> {
   await writeFile(p, serializeNotebook(nb), { overwrite: true });
 }
 
-/**
- * Parameters from a `-f` file. Only JSON: papermill reads YAML, but no YAML parser is installed, and
- * guessing at YAML would turn typos into wrong values silently.
- */
+/** Parameters from a `-f` file: a JSON or YAML (.yaml/.yml, as papermill reads) mapping of names to values. */
 export async function readParametersFile(p: string): Promise<Parameters> {
-  if (/\.ya?ml$/i.test(p)) {
-    throw new UserError(`${p}: YAML parameter files are not supported (no YAML parser is installed); write the parameters as a JSON object in a .json file`);
-  }
   const text = await readText(p);
+  const isYaml = /\.ya?ml$/i.test(p);
   let v: unknown;
   try {
-    v = JSON.parse(text);
+    v = isYaml ? parseYaml(text) : JSON.parse(text);
   } catch (err) {
-    throw new UserError(`${p}: not valid JSON (${(err as Error).message}); expected an object like {"epochs": 3}`);
+    throw new UserError(`${p}: not valid ${isYaml ? 'YAML' : 'JSON'} (${(err as Error).message.split('\n')[0]}); expected a mapping like ${isYaml ? '"epochs: 3"' : '{"epochs": 3}'}`);
   }
   if (!v || typeof v !== 'object' || Array.isArray(v)) {
-    throw new UserError(`${p}: expected a JSON object of parameter names to values, like {"epochs": 3}`);
+    throw new UserError(`${p}: expected a mapping of parameter names to values, like ${isYaml ? '"epochs: 3"' : '{"epochs": 3}'}`);
   }
   return v as Parameters;
 }

@@ -12,6 +12,11 @@
  *   have had their turn to join the queue.
  * - one batch runs at a time: the model uses the compute it is given, and a second concurrent call
  *   would only interleave with the first.
+ * - items can be announced before they exist (`expect()`: an image still decoding). A model call
+ *   blocks the event loop, so the requests that arrived during it only start decoding once it ends;
+ *   without announcements the next batch would start with the few images ready at that moment.
+ *   When items are announced, the next batch waits for them (at most `maxWaitMs`, or until the
+ *   batch is full), so under load batches stay large.
  */
 
 export interface BatcherOptions {
@@ -48,10 +53,28 @@ export class Batcher<I, O> {
   private immediate: NodeJS.Immediate | undefined;
   private readonly idleWaiters: (() => void)[] = [];
   private readonly counts = { batches: 0, items: 0, largestBatch: 0 };
+  /** Items announced with expect() and not yet submitted or withdrawn. */
+  private expected = 0;
 
   constructor(private readonly run: BatchFunction<I, O>, private readonly opts: BatcherOptions) {
     if (!Number.isInteger(opts.maxBatch) || opts.maxBatch < 1) throw new RangeError(`maxBatch must be a whole number >= 1, got ${opts.maxBatch}`);
     if (!(opts.maxWaitMs >= 0)) throw new RangeError(`maxWaitMs must be >= 0, got ${opts.maxWaitMs}`);
+  }
+
+  /**
+   * Announce an item that will be submitted soon (an image being decoded). Returns a release
+   * function: call it once, when the item has been submitted or will never be.
+   */
+  expect(): () => void {
+    this.expected++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.expected--;
+      // The last announced item has arrived (or was withdrawn): a waiting batch need not wait longer.
+      if (this.expected === 0 && this.running === 0 && this.queue.length > 0 && this.timer) this.flushSoon();
+    };
   }
 
   /** Queue one item; resolves with its output once its batch has run (rejects if that batch failed). */
@@ -59,9 +82,14 @@ export class Batcher<I, O> {
     return new Promise<O>((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
       if (this.running > 0) return; // picked up when the running batch ends
-      if (this.queue.length >= this.opts.maxBatch) this.flushSoon();
-      else this.timer ??= setTimeout(() => this.flush(), this.opts.maxWaitMs);
+      this.schedule();
     });
+  }
+
+  /** Run now if the batch is full; otherwise wait for company, at most maxWaitMs. */
+  private schedule(): void {
+    if (this.queue.length >= this.opts.maxBatch) this.flushSoon();
+    else this.timer ??= setTimeout(() => this.flush(), this.opts.maxWaitMs);
   }
 
   stats(): BatcherStats {
@@ -105,8 +133,12 @@ export class Batcher<I, O> {
       for (const w of batch) w.reject(err);
     } finally {
       this.running = 0;
-      if (this.queue.length > 0) this.flushSoon();
-      else for (const w of this.idleWaiters.splice(0)) w();
+      if (this.queue.length > 0 || this.expected > 0) {
+        // Items announced but still decoding: give them up to maxWaitMs to join the next batch.
+        if (this.expected > 0 && this.queue.length < this.opts.maxBatch) this.timer ??= setTimeout(() => this.flush(), this.opts.maxWaitMs);
+        else this.flushSoon();
+      }
+      if (this.queue.length === 0) for (const w of this.idleWaiters.splice(0)) w();
     }
   }
 }

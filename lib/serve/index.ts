@@ -251,13 +251,21 @@ function buildApp(d: AppDeps): FastifyInstance {
   const predict = async (req: FastifyRequest): Promise<object> => {
     const instances = readInstances(req.body as PredictBody);
     // Decode every image before failing on one, so no sharp job outlives the request.
+    const releases = instances.map(() => d.batcher.expect());
     const inputs = await Promise.allSettled(instances.map((inst) => d.classifier.prepare(inst.bytes)));
     const bad = inputs.findIndex((r) => r.status === 'rejected');
     if (bad >= 0) {
+      for (const release of releases) release();
       const reason = errorMessage((inputs[bad] as PromiseRejectedResult).reason).split('\n')[0];
       throw new RequestError(400, `instance ${bad}: the bytes are not an image this server can read (JPEG, PNG, WebP, ...): ${reason}`);
     }
-    const probs = await Promise.all(inputs.map((r) => d.batcher.submit((r as PromiseFulfilledResult<Float32Array>).value)));
+    const probs = await Promise.all(
+      inputs.map((r, i) => {
+        const p = d.batcher.submit((r as PromiseFulfilledResult<Float32Array>).value);
+        (releases[i] as () => void)();
+        return p;
+      }),
+    );
     return {
       predictions: probs.map((p, i) => {
         const k = argmax(p);

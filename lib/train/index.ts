@@ -199,7 +199,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     }
     const n = Math.max(1, sums.count);
     const r: EvalResult = { step, top1: sums.top1Sum / n, loss: sums.lossSum / n, count: sums.count };
-    if (numClasses >= 5) r.top5 = sums.top5Sum / n;
+    // With 5 classes top-5 is always 100 %: reported only when it can say something.
+    if (numClasses > 5) r.top5 = sums.top5Sum / n;
     const seconds = (Date.now() - t0) / 1000;
     await metrics.append({ kind: 'eval', step, top1: r.top1, top5: r.top5, loss: r.loss, count: r.count, wall_time: Date.now() / 1000 });
     tbEval.scalar('top_1_accuracy', r.top1, step);

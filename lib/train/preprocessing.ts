@@ -4,12 +4,20 @@
  *
  * Values from tensorflow/tpu models/official/resnet: MEAN_RGB and STDDEV_RGB as resnet_main.py
  * defines them (ImageNet statistics on the 0–255 scale, applied inside the model function after
- * the input pipeline has produced 0–255 pixels), CROP_PADDING as resnet_preprocessing.py had it
- * when the codelab was written (the current file spells it CROP_FRACTION = 0.875, which is the same
- * 224 / (224 + 32) at the default image size).
+ * the input pipeline has produced 0–255 pixels). The eval crop: resnet_preprocessing.py had a fixed
+ * CROP_PADDING = 32 when the codelab was written and now has CROP_FRACTION = 0.875; both keep
+ * 224 / 256 of the image at the codelab's 224 px. We follow the fraction, because a fixed 32 px
+ * at the small sizes a CPU trains at would throw away half the image (32 / 64 at 32 px).
  */
 
+/** The codelab's padding at 224 px (224 / (224 + 32) = 0.875). */
 export const CROP_PADDING = 32;
+export const CROP_FRACTION = 0.875;
+
+/** Padding that keeps CROP_FRACTION of the shorter side at this size: 32 at 224 px, 9 at 64, 5 at 32. */
+export function cropPaddingFor(imageSize: number): number {
+  return Math.round(imageSize * (1 / CROP_FRACTION - 1));
+}
 export const MEAN_RGB: readonly [number, number, number] = [0.485 * 255, 0.456 * 255, 0.406 * 255];
 export const STDDEV_RGB: readonly [number, number, number] = [0.229 * 255, 0.224 * 255, 0.225 * 255];
 
@@ -32,7 +40,7 @@ export interface PreprocessingSettings {
 export function defaultPreprocessing(imageSize: number): PreprocessingSettings {
   const settings: PreprocessingSettings = {
     imageSize,
-    cropPadding: CROP_PADDING,
+    cropPadding: cropPaddingFor(imageSize),
     meanRgb: MEAN_RGB,
     stddevRgb: STDDEV_RGB,
     resize: 'bicubic',

@@ -1,0 +1,212 @@
+/**
+ * Notebooks 04 and 05 (sections 4 and 5, preprocessing): a small sample first, to see the format,
+ * then the whole data set on every core (local) or on Dataflow (gcp), with a progress display.
+ */
+import * as storage from '../storage';
+import * as cloud from '../cloud';
+import { UserError } from '../errors';
+import { readLabeledCsv, writeCsv, readLabels, writeLabels, TRAIN_CSV, EVAL_CSV, LABELS_FILE, LabeledImage } from '../dataset';
+import { preprocess, PreprocessOptions, PreprocessResult, PreprocessReport } from '../preprocess';
+import { readRecordFile } from '../tfrecord';
+import { decodeExample, DecodedFeature } from '../example';
+import { imageGrid } from '../image-grid';
+import { notebookProgress } from '../notebook-progress';
+import type { PerClassCounts } from '../charts/specs';
+import type { Settings } from './settings';
+
+/** preprocess() with a progress bar in the cell, redrawn a few times a second. */
+export async function preprocessWithProgress(opts: PreprocessOptions, label = 'preprocess'): Promise<PreprocessResult> {
+  const bar = notebookProgress(label);
+  try {
+    const r = await preprocess({
+      ...opts,
+      onProgress: (p) => bar.update(p.done, p.total, `${p.imagesPerSecond.toFixed(0)} images/s, ${p.skipped} skipped`),
+    });
+    bar.finish(`${r.imagesPerSecond.toFixed(0)} images/s, ${r.report.skipped.length} skipped, ${r.seconds.toFixed(1)} s`);
+    return r;
+  } catch (err) {
+    bar.finish('failed');
+    throw err;
+  }
+}
+
+export interface SampleDataset {
+  trainCsv: string;
+  evalCsv: string;
+  labelsFile: string;
+  trainRows: number;
+  evalRows: number;
+}
+
+function firstPerClass(rows: LabeledImage[], perClass: number): LabeledImage[] {
+  const seen = new Map<string, number>();
+  return rows.filter((r) => {
+    const n = seen.get(r.label) ?? 0;
+    seen.set(r.label, n + 1);
+    return n < perClass;
+  });
+}
+
+/**
+ * A small copy of WORK/dataset in WORK/dataset-sample: the first `perClass` training and eval rows of
+ * each class (as the codelab tries its preprocessing on the first rows of train_set.csv).
+ */
+export async function writeSampleDataset(s: Settings, perClass: number): Promise<SampleDataset> {
+  if (!Number.isInteger(perClass) || perClass < 1) throw new UserError(`sample_per_class must be a whole number ≥ 1, got ${perClass}`);
+  if (!(await storage.exists(s.paths.trainCsv))) {
+    throw new UserError(`${s.paths.trainCsv} does not exist: run 01-data first (it writes the data set into the work folder)`);
+  }
+  const train = firstPerClass((await readLabeledCsv(s.paths.trainCsv)).rows, perClass);
+  const evalRows = firstPerClass((await readLabeledCsv(s.paths.evalCsv)).rows, perClass);
+  const out = {
+    trainCsv: storage.joinPath(s.paths.datasetSample, TRAIN_CSV),
+    evalCsv: storage.joinPath(s.paths.datasetSample, EVAL_CSV),
+    labelsFile: storage.joinPath(s.paths.datasetSample, LABELS_FILE),
+  };
+  await storage.makeDir(s.paths.datasetSample);
+  await writeCsv(out.trainCsv, train, { overwrite: true });
+  await writeCsv(out.evalCsv, evalRows, { overwrite: true });
+  await writeLabels(out.labelsFile, await readLabels(s.paths.labels), { overwrite: true });
+  return { ...out, trainRows: train.length, evalRows: evalRows.length };
+}
+
+/** Notebook 04: preprocess the sample into WORK/tfrecords-sample (replacing an earlier one). */
+export async function preprocessSample(s: Settings, sample: SampleDataset): Promise<PreprocessResult> {
+  return preprocessWithProgress(
+    { trainCsv: sample.trainCsv, validationCsv: sample.evalCsv, labelsFile: sample.labelsFile, outputDir: s.paths.tfrecordsSample, overwrite: true },
+    'preprocess sample',
+  );
+}
+
+export interface AtScaleOptions {
+  /** Worker threads; 0: one per core. */
+  workers?: number;
+  /** Shards per split; 0: about 1,024 images a shard. */
+  numShards?: number;
+}
+
+/**
+ * Notebook 05: the whole data set into WORK/tfrecords. local: every core, replacing earlier shards
+ * (--overwrite); gcp: a Dataflow job.
+ */
+export async function preprocessAtScale(s: Settings, o: AtScaleOptions = {}): Promise<PreprocessResult> {
+  if (s.backend === 'gcp') {
+    await cloud.preprocessOnDataflow({
+      project: s.project, bucket: s.bucket, region: s.region,
+      trainCsv: s.paths.trainCsv, validationCsv: s.paths.evalCsv, labelsFile: s.paths.labels, outputDir: s.paths.tfrecords,
+      numShards: o.numShards || undefined,
+    });
+    throw new Error('preprocessOnDataflow returned without a report'); // unreachable until the cloud issue lands
+  }
+  if (!(await storage.exists(s.paths.trainCsv))) {
+    throw new UserError(`${s.paths.trainCsv} does not exist: run 01-data first (it writes the data set into the work folder)`);
+  }
+  return preprocessWithProgress({
+    trainCsv: s.paths.trainCsv,
+    validationCsv: s.paths.evalCsv,
+    labelsFile: s.paths.labels,
+    outputDir: s.paths.tfrecords,
+    overwrite: true,
+    workers: o.workers || undefined,
+    numShards: o.numShards || undefined,
+  });
+}
+
+/** Records per class and split from a preprocess report, in the shape the images-per-class chart takes. */
+export function recordsPerClass(report: PreprocessReport): PerClassCounts {
+  return {
+    perClass: report.labels.map((label) => ({
+      label,
+      train: report.splits.train.perClass[label] ?? 0,
+      eval: report.splits.validation.perClass[label] ?? 0,
+    })),
+  };
+}
+
+/** The report as text: records per class and split, shards, skipped rows, speed. */
+export function formatPreprocessResult(r: PreprocessResult): string {
+  const rep = r.report;
+  const per = recordsPerClass(rep).perClass;
+  const w = Math.max(5, ...per.map((c) => c.label.length));
+  const lines = [
+    `${'class'.padEnd(w)}  train  validation`,
+    ...per.map((c) => `${c.label.padEnd(w)}  ${String(c.train).padStart(5)}  ${String(c.eval).padStart(10)}`),
+    `${'total'.padEnd(w)}  ${String(rep.splits.train.records).padStart(5)}  ${String(rep.splits.validation.records).padStart(10)}`,
+    '',
+    `shards: ${[...rep.splits.train.shards, ...rep.splits.validation.shards].join(', ')}`,
+    `skipped: ${rep.skipped.length}${rep.skipped.map((k) => `\n  ${k.csv}:${k.line} ${k.path}: ${k.reason}`).join('')}`,
+  ];
+  const re = Object.entries(rep.reencoded).map(([k, v]) => `${v} ${k}`).join(', ');
+  if (re) lines.push(`re-encoded as RGB JPEG: ${re}`);
+  for (const warning of rep.warnings) lines.push(`warning: ${warning}`);
+  lines.push(`${r.imagesPerSecond.toFixed(1)} images/s (${r.seconds.toFixed(1)} s); report: ${r.reportFile}`);
+  return lines.join('\n') + '\n';
+}
+
+export interface RecordView {
+  file: string;
+  index: number;
+  /** Feature keys, sorted. */
+  keys: string[];
+  label: number;
+  synset: string;
+  filename: string;
+  width: number;
+  height: number;
+  /** Size of the serialized tf.train.Example. */
+  bytes: number;
+  /** image/encoded: the JPEG. */
+  image: Buffer;
+}
+
+function first(f: DecodedFeature | undefined): Buffer | number | undefined {
+  if (!f) return undefined;
+  if ('bytes' in f) return f.bytes[0];
+  if ('int64' in f) return f.int64[0];
+  return f.float[0];
+}
+
+/** The first `count` records of the first train shard in `dir`, decoded: proof of the format. */
+export async function readBackRecords(dir: string, count = 3): Promise<RecordView[]> {
+  const shards = (await storage.glob(storage.joinPath(dir, 'train-*'))).sort();
+  if (shards.length === 0) throw new UserError(`no train-* shards in ${dir}: run the preprocessing cell first`);
+  const out: RecordView[] = [];
+  for await (const rec of readRecordFile(shards[0]!)) {
+    const where = `record ${out.length} of ${shards[0]}`;
+    const ex = decodeExample(rec, where);
+    const str = (k: string): string => String(first(ex[k]) ?? '');
+    const num = (k: string): number => Number(first(ex[k]) ?? NaN);
+    out.push({
+      file: shards[0]!,
+      index: out.length,
+      keys: Object.keys(ex).sort(),
+      label: num('image/class/label'),
+      synset: str('image/class/synset'),
+      filename: str('image/filename'),
+      width: num('image/width'),
+      height: num('image/height'),
+      bytes: rec.length,
+      image: Buffer.from(first(ex['image/encoded']) as Buffer),
+    });
+    if (out.length >= count) break;
+  }
+  return out;
+}
+
+/** The records as text: where each is, its keys, label and sizes. */
+export function formatRecords(recs: readonly RecordView[]): string {
+  if (recs.length === 0) return 'no records\n';
+  const keys = recs[0]!.keys;
+  return (
+    `${recs[0]!.file}\nfeature keys: ${keys.join(', ')}\n` +
+    recs
+      .map((r) => `record ${r.index}: label ${r.label} (${r.synset}), ${r.filename}, ${r.width}x${r.height}, ${r.image.length}-byte JPEG, ${r.bytes}-byte Example`)
+      .join('\n') +
+    '\n'
+  );
+}
+
+/** The records' images, decoded from image/encoded, as a PNG grid labelled "label: synset". */
+export function recordsGrid(recs: readonly RecordView[]): Promise<Buffer> {
+  return imageGrid(recs.map((r) => r.image), recs.map((r) => `${r.label}: ${r.synset}`), { title: 'decoded from the TFRecords' });
+}

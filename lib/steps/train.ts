@@ -1,0 +1,132 @@
+/**
+ * Notebook 06 (section 6, training): train with a chart of loss and accuracy redrawn as the run goes
+ * and a progress line, then the final curves, the confusion matrix of the exported model on the
+ * validation set, and where the TensorBoard logs are.
+ */
+import * as cloud from '../cloud';
+import { train, TrainEvent, TrainResult } from '../train';
+import { readMetrics } from '../train/metrics';
+import { liveChart, showChart } from '../charts/display';
+import { trainingCurves, confusionMatrix, MetricsLine } from '../charts/specs';
+import { confusionMatrixOfExport, formatConfusion, ConfusionResult } from '../evaluate';
+import { notebookProgress } from '../notebook-progress';
+import { errorMessage } from '../errors';
+import { trainOptions, TrainParameters } from './trainer';
+import type { Settings } from './settings';
+
+export interface LiveTrainingOptions {
+  /** Least time between two chart redraws; default 500 ms. */
+  chartIntervalMs?: number;
+}
+
+/** The metrics record of a step or eval event, as metrics.jsonl holds it (what trainingCurves reads). */
+export function metricsLineOf(e: TrainEvent): MetricsLine | undefined {
+  if (e.kind === 'step') return { kind: 'train', step: e.step, loss: e.loss, lr: e.lr };
+  if (e.kind === 'eval') return { kind: 'eval', step: e.step, top1: e.top1, top5: e.top5, loss: e.loss };
+  return undefined;
+}
+
+/**
+ * local: train() from WORK/tfrecords into WORK/model, exporting to WORK/export, with the live chart
+ * and a progress line in the cell. gcp: a Vertex AI training job.
+ */
+export async function trainWithLiveChart(s: Settings, p: TrainParameters, o: LiveTrainingOptions = {}): Promise<TrainResult> {
+  const opts = trainOptions(s, p);
+  if (s.backend === 'gcp') {
+    await cloud.trainOnVertex({
+      project: s.project, bucket: s.bucket, region: s.region,
+      dataDir: opts.dataDir, modelDir: opts.modelDir, exportDir: opts.exportDir!,
+      resnetDepth: p.resnet_depth, imageSize: p.image_size, trainBatchSize: p.train_batch_size, trainSteps: p.train_steps,
+      stepsPerEval: p.steps_per_eval, baseLearningRate: p.base_learning_rate,
+    });
+    throw new Error('trainOnVertex returned without a result'); // unreachable until the cloud issue lands
+  }
+  const records: MetricsLine[] = [];
+  const chart = liveChart({ intervalMs: o.chartIntervalMs ?? 500 });
+  const bar = notebookProgress('train');
+  let chartFailure: unknown;
+  const redraw = (): void => {
+    chart.update(trainingCurves(records)).catch((err: unknown) => (chartFailure ??= err));
+  };
+  const onEvent = (e: TrainEvent): void => {
+    if (e.kind === 'start') {
+      if (e.resumed) records.push(...before.filter((r) => Number(r.step ?? 0) <= e.startStep));
+      process.stdout.write(
+        `${e.backendNote}; ${e.replicas} replica(s)\n` +
+          `${(e.params / 1e6).toFixed(2)} M parameters, ${(e.flopsPerImage / 1e6).toFixed(1)} MFLOPs per image; ` +
+          `${e.numTrainImages} training / ${e.numEvalImages} validation images, ${e.numClasses} classes` +
+          (e.resumed ? `; resuming from the checkpoint at step ${e.startStep}` : '') + '\n',
+      );
+      return;
+    }
+    if (e.kind === 'eval') {
+      process.stdout.write(
+        `eval at step ${e.step}: top-1 ${(100 * e.top1).toFixed(1)} %` +
+          (e.top5 !== undefined ? `, top-5 ${(100 * e.top5).toFixed(1)} %` : '') +
+          `, loss ${e.loss.toFixed(4)} (${e.count} images)\n`,
+      );
+    }
+    if (e.kind === 'export') process.stdout.write(`exported to ${e.path}\n`);
+    const line = metricsLineOf(e);
+    if (line) {
+      records.push(line);
+      redraw();
+    }
+    if (e.kind === 'step') {
+      bar.update(e.step, opts.trainSteps, `loss ${e.loss.toFixed(3)}, lr ${e.lr.toPrecision(3)}, ${e.imagesPerSecond.toFixed(1)} images/s`);
+    }
+  };
+  // A resumed run shows its earlier steps too (up to the checkpoint it resumes from, as train() keeps them).
+  const before = await readMetrics(s.paths.metrics);
+  let result: TrainResult;
+  try {
+    result = await train({ ...opts, onEvent });
+  } catch (err) {
+    bar.finish(`failed: ${errorMessage(err).split('\n')[0]}`);
+    await chart.close().catch(() => undefined);
+    throw err;
+  }
+  bar.finish(`${result.interrupted ? 'stopped' : 'done'} at step ${result.step}, ${result.imagesPerSecond.toFixed(1)} images/s, ${result.seconds.toFixed(0)} s`);
+  await chart.close().catch((err: unknown) => (chartFailure ??= err));
+  if (chartFailure) process.stderr.write(`warning: the live chart could not be drawn: ${errorMessage(chartFailure)}\n`);
+  return result;
+}
+
+/** One paragraph on the finished run. */
+export function formatTrainResult(r: TrainResult): string {
+  const acc = r.lastEval
+    ? `top-1 ${(100 * r.lastEval.top1).toFixed(1)} %${r.lastEval.top5 !== undefined ? `, top-5 ${(100 * r.lastEval.top5).toFixed(1)} %` : ''} on ${r.lastEval.count} validation images`
+    : 'no evaluation';
+  return (
+    `${r.interrupted ? 'stopped' : 'trained'} to step ${r.step} in ${r.seconds.toFixed(1)} s ` +
+    `(${r.imagesPerSecond.toFixed(1)} images/s, ${r.backend} x${r.replicas}); ${acc}\n` +
+    `checkpoints and metrics: ${r.modelDir}\n` +
+    (r.exportPath ? `export for serving: ${r.exportPath}\n` : '')
+  );
+}
+
+/** The final training curves from WORK/model/metrics.jsonl. */
+export async function showTrainingCurves(s: Settings): Promise<void> {
+  await showChart(trainingCurves(await readMetrics(s.paths.metrics), { title: 'Training' }));
+}
+
+/** The exported model (newest version in WORK/export) over every validation record. */
+export async function evaluateExport(s: Settings): Promise<ConfusionResult> {
+  return confusionMatrixOfExport({ exportDir: s.paths.export, dataDir: s.paths.tfrecords });
+}
+
+/** The confusion matrix as text and as a chart. */
+export async function showConfusion(cm: ConfusionResult): Promise<void> {
+  process.stdout.write(
+    `export version ${cm.version}: ${(100 * cm.accuracy).toFixed(1)} % of ${cm.count} validation images right\n${formatConfusion(cm)}`,
+  );
+  await showChart(confusionMatrix(cm.labels, cm.matrix, { title: `Confusion matrix (validation, ${cm.count} images)` }));
+}
+
+/** Where TensorBoard finds this run's event files, and the command to open them. */
+export function tensorboardHint(s: Settings): string {
+  return (
+    `TensorBoard event files: ${s.paths.model} (train) and ${s.paths.model}/eval (eval)\n` +
+    `view them with:  tensorboard --logdir ${s.paths.model}\n`
+  );
+}
