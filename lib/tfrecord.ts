@@ -107,7 +107,8 @@ function parseHeader(header: Buffer, file: string, index: number, offset: number
   return Number(length);
 }
 
-function checkData(data: Buffer, stored: number, file: string, index: number, offset: number): void {
+/** Throws a TFRecordError (file, record, offset) unless `stored` is the masked CRC32C of `data`. */
+export function checkData(data: Uint8Array, stored: number, file: string, index: number, offset: number): void {
   const computed = maskedCrc32c(data);
   if (stored !== computed) {
     throw new TFRecordError(
@@ -255,22 +256,38 @@ export async function countRecords(p: string): Promise<number> {
     for (const _ of readRecords(await storage.readFile(p), p, { verify: false })) n++;
     return n;
   }
+  let n = 0;
+  for await (const _ of scanRecords(p)) n++;
+  return n;
+}
+
+/** Where one record of a local file is: its index, the byte offset of its header, its data length. */
+export interface RecordLocation {
+  index: number;
+  offset: number;
+  length: number;
+}
+
+/**
+ * The records of a local TFRecord file, from their 12-byte headers only (length CRC checked, data
+ * seeked past), so even large files are scanned in moments; a truncated last record is reported.
+ * `name` is what errors call the file (e.g. the gs:// URL of a cached copy).
+ */
+export async function* scanRecords(p: string, name = p): AsyncGenerator<RecordLocation> {
   const fh = await openLocal(p);
   try {
     const { size } = await fh.stat();
     const header = Buffer.alloc(HEADER_BYTES);
     let offset = 0;
-    let index = 0;
-    while (offset < size) {
+    for (let index = 0; offset < size; index++) {
       const { bytesRead } = await fh.read(header, 0, HEADER_BYTES, offset);
-      if (bytesRead < HEADER_BYTES) throw truncated(p, index, offset, bytesRead, HEADER_BYTES, 'header');
-      const length = parseHeader(header, p, index, offset);
+      if (bytesRead < HEADER_BYTES) throw truncated(name, index, offset, bytesRead, HEADER_BYTES, 'header');
+      const length = parseHeader(header, name, index, offset);
       const have = size - offset - HEADER_BYTES;
-      if (have < length + FOOTER_BYTES) throw truncated(p, index, offset, have, length + FOOTER_BYTES, 'data and checksum');
+      if (have < length + FOOTER_BYTES) throw truncated(name, index, offset, have, length + FOOTER_BYTES, 'data and checksum');
+      yield { index, offset, length };
       offset += HEADER_BYTES + length + FOOTER_BYTES;
-      index++;
     }
-    return index;
   } finally {
     await fh.close();
   }

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { UserError } from '../errors';
 import { DecodedExample, decodeExample, getBytes, getInt64 } from '../example';
 import * as storage from '../storage';
-import { FOOTER_BYTES, HEADER_BYTES, maskedCrc32c, TFRecordError } from '../tfrecord';
+import { FOOTER_BYTES, HEADER_BYTES, TFRecordError, checkData, scanRecords } from '../tfrecord';
 import { SHARD_PATTERN, Split } from '../preprocess/shards';
 
 export type { Split } from '../preprocess/shards';
@@ -150,10 +150,6 @@ export async function localShards(files: readonly string[], cacheDir = defaultCa
   return out;
 }
 
-function hex(n: number): string {
-  return `0x${n.toString(16).padStart(8, '0')}`;
-}
-
 function asShardFile(f: string | ShardFile): ShardFile {
   return typeof f === 'string' ? { path: f, name: f } : f;
 }
@@ -169,37 +165,15 @@ export async function indexRecords(files: readonly (string | ShardFile)[]): Prom
   const indexInFile: number[] = [];
   const offsets: number[] = [];
   const lengths: number[] = [];
-  const header = Buffer.alloc(HEADER_BYTES);
   for (let fi = 0; fi < shards.length; fi++) {
     const { path: p, name } = shards[fi]!;
     if (storage.isGcsPath(p)) throw new Error(`indexRecords reads local files; copy ${p} first (localShards)`);
-    const fh = await openShard(p, name);
-    try {
-      const { size } = await fh.stat();
-      let offset = 0;
-      for (let index = 0; offset < size; index++) {
-        const { bytesRead } = await fh.read(header, 0, HEADER_BYTES, offset);
-        if (bytesRead < HEADER_BYTES) {
-          throw new TFRecordError(name, index, offset, 'truncated', `the file ends after ${bytesRead} of the ${HEADER_BYTES} bytes of its header`);
-        }
-        const stored = header.readUInt32LE(8);
-        const computed = maskedCrc32c(header.subarray(0, 8));
-        if (stored !== computed) {
-          throw new TFRecordError(name, index, offset, 'corrupt', `length checksum mismatch (stored ${hex(stored)}, computed ${hex(computed)})`);
-        }
-        const length = Number(header.readBigUInt64LE(0));
-        const have = size - offset - HEADER_BYTES;
-        if (have < length + FOOTER_BYTES) {
-          throw new TFRecordError(name, index, offset, 'truncated', `the file ends after ${have} of the ${length + FOOTER_BYTES} bytes of its data and checksum`);
-        }
-        fileOf.push(fi);
-        indexInFile.push(index);
-        offsets.push(offset);
-        lengths.push(length);
-        offset += HEADER_BYTES + length + FOOTER_BYTES;
-      }
-    } finally {
-      await fh.close();
+    await (await openShard(p, name)).close(); // a clear error for a shard removed since it was listed
+    for await (const r of scanRecords(p, name)) {
+      fileOf.push(fi);
+      indexInFile.push(r.index);
+      offsets.push(r.offset);
+      lengths.push(r.length);
     }
   }
   return new RecordIndex(shards, Uint32Array.from(fileOf), Uint32Array.from(indexInFile), Float64Array.from(offsets), Float64Array.from(lengths));
@@ -228,11 +202,7 @@ export async function readRecordAt(fh: fsp.FileHandle, ref: RecordRef): Promise<
     throw new TFRecordError(ref.name, ref.index, ref.offset, 'truncated', `the file ends after ${got} of the ${need} bytes of its data and checksum (it changed after indexing?)`);
   }
   const data = buf.subarray(0, ref.length);
-  const stored = buf.readUInt32LE(ref.length);
-  const computed = maskedCrc32c(data);
-  if (stored !== computed) {
-    throw new TFRecordError(ref.name, ref.index, ref.offset, 'corrupt', `data checksum mismatch over ${ref.length} bytes (stored ${hex(stored)}, computed ${hex(computed)})`);
-  }
+  checkData(data, buf.readUInt32LE(ref.length), ref.name, ref.index, ref.offset);
   return data;
 }
 
