@@ -21,6 +21,7 @@ import { exportModel, loadExport } from '../lib/export';
 import { chooseBackend } from '../lib/engine/backend';
 import { defaultPreprocessing } from '../lib/train/preprocessing';
 import { makeClassifier } from '../lib/serve/classifier';
+import { numberArg, stringArg } from './args';
 
 // autocannon ships no types; only what is used here.
 interface AutocannonResult {
@@ -33,13 +34,10 @@ interface AutocannonResult {
 type Autocannon = (opts: Record<string, unknown>) => Promise<AutocannonResult>;
 const autocannon = require('autocannon') as Autocannon; // eslint-disable-line @typescript-eslint/no-require-imports
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
 
-const SECONDS = Number(arg('seconds') ?? 10);
-const MAX_BATCH = Number(arg('max_batch') ?? 64);
+const SECONDS = numberArg('seconds', 10);
+const MAX_BATCH = numberArg('max_batch', 64);
+const MODEL_DIR = stringArg('model_dir', '') || undefined;
 const CLIENTS = [1, 8, 32];
 const IMAGE_SIZE = 64;
 const CLI = path.resolve(__dirname, '../lib/cli.js');
@@ -110,7 +108,7 @@ async function main(): Promise<void> {
   const backend = await chooseBackend();
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'imgclass-bench-serve-'));
   try {
-    let modelDir = arg('model_dir');
+    let modelDir = MODEL_DIR;
     if (!modelDir) {
       const model = buildResNet({ depth: 18, numClasses: 5, imageSize: IMAGE_SIZE, seed: 1 });
       modelDir = path.join(work, 'export');
@@ -149,7 +147,7 @@ async function main(): Promise<void> {
     process.stdout.write(
       JSON.stringify({
         bench: 'serve',
-        model: arg('model_dir') ? modelDir : `resnet18 ${IMAGE_SIZE}px 5 classes (untrained)`,
+        model: MODEL_DIR ? modelDir : `resnet18 ${IMAGE_SIZE}px 5 classes (untrained)`,
         image: `500x375 JPEG, ${Math.round(jpeg.length / 1024)} KB`,
         backend: backend.name,
         cores: os.availableParallelism(),

@@ -142,20 +142,34 @@ export class ReplicaPool {
     }
   }
 
-  /** One synchronous SGD step on a whole batch. */
-  async trainStep(images: Uint8Array, labels: Int32Array, size: number, lr: number): Promise<StepResult> {
+  /**
+   * Send each replica its slice of a batch (nearly equal sizes; replicas with an empty slice get no
+   * message). Returns the slice sizes, which replicas got one, and their pending answers.
+   */
+  private scatter<K extends 'grads-done' | 'eval-done'>(
+    kind: 'grads' | 'eval',
+    images: Uint8Array,
+    labels: Int32Array,
+    size: number,
+  ): { sizes: number[]; active: number[]; jobs: Promise<Extract<FromReplica, { kind: K }>>[] } {
     const sizes = splitSizes(size, this.handles.length);
-    let start = 0;
-    const jobs: Promise<Extract<FromReplica, { kind: 'grads-done' }>>[] = [];
     const active: number[] = [];
+    const jobs: Promise<Extract<FromReplica, { kind: K }>>[] = [];
+    let start = 0;
     sizes.forEach((s, i) => {
       if (s === 0) return;
       const imgs = images.slice(start * this.imagePixels, (start + s) * this.imagePixels);
       const labs = labels.slice(start, start + s);
-      jobs.push((this.handles[i] as ReplicaHandle).request<'grads-done'>({ kind: 'grads', images: imgs, labels: labs, size: s }, [imgs.buffer as ArrayBuffer, labs.buffer as ArrayBuffer]));
+      jobs.push((this.handles[i] as ReplicaHandle).request<K>({ kind, images: imgs, labels: labs, size: s }, [imgs.buffer as ArrayBuffer, labs.buffer as ArrayBuffer]));
       active.push(i);
       start += s;
     });
+    return { sizes, active, jobs };
+  }
+
+  /** One synchronous SGD step on a whole batch. */
+  async trainStep(images: Uint8Array, labels: Int32Array, size: number, lr: number): Promise<StepResult> {
+    const { sizes, active, jobs } = this.scatter<'grads-done'>('grads', images, labels, size);
     const results = await Promise.all(jobs);
     // Weighted average: each replica's gradient is of its sub-batch's mean loss.
     this.avg.fill(0);
@@ -177,16 +191,7 @@ export class ReplicaPool {
 
   /** Evaluate one batch split across replicas; returns sums so batches of any size combine exactly. */
   async evalBatch(images: Uint8Array, labels: Int32Array, size: number): Promise<EvalSums> {
-    const sizes = splitSizes(size, this.handles.length);
-    let start = 0;
-    const jobs: Promise<Extract<FromReplica, { kind: 'eval-done' }>>[] = [];
-    sizes.forEach((s, i) => {
-      if (s === 0) return;
-      const imgs = images.slice(start * this.imagePixels, (start + s) * this.imagePixels);
-      const labs = labels.slice(start, start + s);
-      jobs.push((this.handles[i] as ReplicaHandle).request<'eval-done'>({ kind: 'eval', images: imgs, labels: labs, size: s }, [imgs.buffer as ArrayBuffer, labs.buffer as ArrayBuffer]));
-      start += s;
-    });
+    const { jobs } = this.scatter<'eval-done'>('eval', images, labels, size);
     const sums: EvalSums = { lossSum: 0, top1Sum: 0, top5Sum: 0, count: 0 };
     for (const r of await Promise.all(jobs)) {
       sums.lossSum += r.loss * r.count;
