@@ -11,16 +11,29 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { preprocess } from '../lib/preprocess';
 import { train } from '../lib/train';
-import { numberArg } from './args';
+import { numberArg, stringArg } from './args';
+import type { BackendName } from '../lib/engine/backend';
 
 const SIZE = numberArg('size', 64);
 const BATCH = numberArg('batch', 32);
 const STEPS = numberArg('steps', 8);
+/** Engine to measure; default: the one training picks (onednn when the addon is built). */
+const BACKEND = stringArg('backend', '') as BackendName | '';
 const ROOT = path.resolve(__dirname, '../..');
 
-async function ours(dataDir: string, workers: number): Promise<{ img_s: number; backend: string }> {
+interface Ours {
+  img_s: number;
+  backend: string;
+  note: string;
+  /** Mean ms per timed step in each phase (input wait, gradients, averaging, update). */
+  phase_ms: Record<string, number>;
+}
+
+async function ours(dataDir: string, workers: number): Promise<Ours> {
   const modelDir = fs.mkdtempSync(path.join(os.tmpdir(), 'imgclass-bench-train-'));
   const times: number[] = [];
+  const phases: Record<string, number>[] = [];
+  let note = '';
   let last = Date.now();
   try {
     const r = await train({
@@ -32,9 +45,14 @@ async function ours(dataDir: string, workers: number): Promise<{ img_s: number; 
       stepsPerEval: 1_000_000,
       stepsPerCheckpoint: 1_000_000,
       workers,
+      ...(BACKEND ? { backend: BACKEND } : {}),
       onEvent: (e) => {
-        if (e.kind === 'start') last = Date.now();
+        if (e.kind === 'start') {
+          last = Date.now();
+          note = e.backendNote;
+        }
         if (e.kind === 'step') {
+          phases.push(e.phaseMs);
           const now = Date.now();
           times.push((now - last) / 1000);
           last = now;
@@ -42,7 +60,12 @@ async function ours(dataDir: string, workers: number): Promise<{ img_s: number; 
       },
     });
     const timed = times.slice(2);
-    return { img_s: (timed.length * BATCH) / timed.reduce((a, b) => a + b, 0), backend: r.backend };
+    const phase_ms: Record<string, number> = {};
+    for (const key of Object.keys(phases[0] ?? {})) {
+      const vals = phases.slice(2).map((p) => p[key] as number);
+      phase_ms[key] = Math.round(vals.reduce((a, b) => a + b, 0) / vals.length);
+    }
+    return { img_s: (timed.length * BATCH) / timed.reduce((a, b) => a + b, 0), backend: r.backend, note, phase_ms };
   } finally {
     fs.rmSync(modelDir, { recursive: true, force: true });
   }
@@ -80,9 +103,12 @@ async function main(): Promise<void> {
       batch: BATCH,
       cores,
       backend: all.backend,
+      engine: all.note,
       ours_1_worker_img_s: Number(one.img_s.toFixed(2)),
       ours_all_workers_img_s: Number(all.img_s.toFixed(2)),
       scaling: Number((all.img_s / one.img_s).toFixed(2)),
+      phase_ms_1_worker: one.phase_ms,
+      phase_ms_all_workers: all.phase_ms,
       torch: t,
       ratio_vs_torch: torchRate ? Number((all.img_s / torchRate).toFixed(3)) : null,
       goal: 'ratio >= 0.5',

@@ -240,6 +240,21 @@ export function decayedWeightNames(model: tf.LayersModel): string[] {
   return names;
 }
 
+/**
+ * Trainable weights that only convolutions and batch norm read. The optimizer may update these in place
+ * (lib/engine/onednn.ts): their kernels read the memory afresh on every call. Dense layers are excluded
+ * because tfjs-wasm's matrix multiply caches XNNPACK's packed copy of its weights and bias by tensor
+ * identity, and an in-place update would leave that copy stale.
+ */
+export function inPlaceUpdatableWeightNames(model: tf.LayersModel): string[] {
+  const names: string[] = [];
+  for (const layer of model.layers) {
+    if (!['Conv2D', 'BatchNormalization'].includes(layer.getClassName())) continue;
+    for (const w of layer.trainableWeights) names.push(w.name);
+  }
+  return names;
+}
+
 export interface LayerSummary {
   name: string;
   /** tf.layers class name (Conv2D, BatchNormalization, ...). */

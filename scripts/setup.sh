@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 # jupyter-nbconvert runs a notebook on our kernelspec in the tests; python3-nbformat validates what our
 # runner writes; jupyter-client drives tslab in the chart tests; jupyter-notebook for interactive use
-# and, with chromium, the browser smoke test.
+# and, with chromium, the browser smoke test. libdnnl-dev (oneDNN), g++ and make build the native
+# training kernels (native/onednn) during `npm ci`.
 apt_packages=(jupyter-client jupyter-nbconvert python3-nbclient python3-nbformat jupyter-notebook
-  fonts-dejavu-core dataset-fashion-mnist chromium)
+  fonts-dejavu-core dataset-fashion-mnist chromium libdnnl-dev g++ make)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,6 +1,7 @@
 /**
- * The wasm training kernels against the cpu backend (tfjs's reference implementation), and the backend
- * chooser. Every comparison runs the same tensors through both backends.
+ * The training kernels of both wasm engines (XNNPACK-based ./wasm-kernels, and oneDNN through
+ * ./onednn) against the cpu backend (tfjs's reference implementation), and the backend chooser. Every
+ * comparison runs the same tensors through both backends.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +13,24 @@ import { Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { chooseBackend, wasmBinaryDir } from '../lib/engine/backend';
 import { registerWasmTrainingKernels } from '../lib/engine/wasm-kernels';
+import { loadOneDnn, oneDnnKernelsActive } from '../lib/engine/onednn';
 import { UserError } from '../lib/errors';
+
+/**
+ * The two engines behind the wasm backend. oneDNN needs our addon: where it is not built the oneDNN
+ * tests are skipped with the reason, except when IMGCLASS_REQUIRE_ONEDNN=1 (CI), where they fail.
+ */
+const ENGINES = ['wasm', 'onednn'] as const;
+type Engine = typeof ENGINES[number];
+const onednn = loadOneDnn();
+const requireOneDnn = process.env.IMGCLASS_REQUIRE_ONEDNN === '1';
+function skipFor(engine: Engine): string | false {
+  return engine === 'onednn' && !onednn.ok && !requireOneDnn ? onednn.reason : false;
+}
+async function useEngine(engine: Engine): Promise<void> {
+  await chooseBackend(engine);
+  assert.equal(oneDnnKernelsActive(), engine === 'onednn');
+}
 
 type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
 
@@ -131,15 +149,25 @@ after(async () => {
   await tf.setBackend('wasm');
 });
 
-test('chooseBackend picks wasm with our kernels when tfjs-node is absent, and says so', async () => {
+test('chooseBackend picks oneDNN when its addon loads, else wasm with our kernels, and says which and why', async () => {
   assert.equal(initialBackend, 'wasm');
   const again = await chooseBackend();
   assert.equal(again.name, 'wasm');
   assert.equal(tf.getBackend(), 'wasm');
-  assert.match(again.note, /^backend: wasm \(XNNPACK SIMD, \d+ threads?; training kernels from imgclass\)/);
+  if (onednn.ok) {
+    assert.match(again.note, /^backend: onednn \(convolutions and their gradients on oneDNN \d+\.\d+\.\d+, \w+, \d+ threads?; the rest on wasm \(XNNPACK SIMD/);
+    assert.ok(oneDnnKernelsActive());
+  } else {
+    assert.ok(!requireOneDnn, `IMGCLASS_REQUIRE_ONEDNN=1 but ${onednn.reason}`);
+    assert.match(again.note, /^backend: wasm \(XNNPACK SIMD, \d+ threads?; training kernels from imgclass\)/);
+    assert.match(again.note, /oneDNN not used: /);
+  }
   assert.match(again.note, /@tensorflow\/tfjs-node not used: not installed/);
   assert.ok(tf.getKernel('Conv2DBackpropFilter', 'wasm'), 'filter-gradient kernel registered');
   assert.ok(fs.existsSync(path.join(wasmBinaryDir(), 'tfjs-backend-wasm-simd.wasm')));
+  const plain = await chooseBackend('wasm');
+  assert.match(plain.note, /^backend: wasm \(XNNPACK SIMD/);
+  assert.ok(!oneDnnKernelsActive(), 'choosing wasm after onednn puts the XNNPACK kernels back');
 });
 
 test('chooseBackend never substitutes a backend that was asked for by name', async () => {
@@ -152,6 +180,10 @@ test('chooseBackend never substitutes a backend that was asked for by name', asy
   assert.match(cpu.note, /100x slower/);
   const wasm = await chooseBackend('wasm');
   assert.equal(wasm.name, 'wasm');
+  if (!onednn.ok) {
+    await assert.rejects(chooseBackend('onednn'), (err: unknown) =>
+      err instanceof UserError && /libdnnl-dev|addon/.test(err.message) && /'wasm'/.test(err.message));
+  }
 });
 
 test('the wasm binaries are found from another cwd (child process) and inside a worker thread', async () => {
@@ -171,7 +203,7 @@ test('the wasm binaries are found from another cwd (child process) and inside a 
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'imgclass-'));
   try {
     const printed = execFileSync(process.execPath, ['-e', script], { cwd, encoding: 'utf8' });
-    assert.match(printed, /backend: wasm \(XNNPACK/);
+    assert.match(printed, onednn.ok ? /backend: onednn \(/ : /backend: wasm \(XNNPACK/);
     // dW[a,b] counts the output pixels whose window puts tap (a,b) inside the all-ones 5x5 input:
     // rows 2i+a-1 for i = 0..2 stay in [0,5) for 2, 3, 2 values of i when a = 0, 1, 2.
     assert.match(printed, /\| 4,4,6,6,4,4,6,6,9,9,6,6,4,4,6,6,4,4\s*$/);
@@ -186,10 +218,12 @@ test('the wasm binaries are found from another cwd (child process) and inside a 
     });
     worker.once('error', reject);
   });
-  assert.match(fromWorker, /^backend: wasm \(XNNPACK.*\| 4,4,6,6,4,4,6,6,9,9,6,6,4,4,6,6,4,4$/);
+  assert.match(fromWorker, onednn.ok ? /^backend: onednn \(.*\| 4,4,6,6,4,4,6,6,9,9,6,6,4,4,6,6,4,4$/
+    : /^backend: wasm \(XNNPACK.*\| 4,4,6,6,4,4,6,6,9,9,6,6,4,4,6,6,4,4$/);
 });
 
-test('registerWasmTrainingKernels is idempotent and leaves the cpu kernels alone', () => {
+test('registerWasmTrainingKernels is idempotent and leaves the cpu kernels alone', async () => {
+  await useEngine('wasm');
   const before = tf.getKernel('Conv2DBackpropInput', 'wasm')?.kernelFunc;
   const cpuBefore = tf.getKernel('Conv2DBackpropFilter', 'cpu')?.kernelFunc;
   registerWasmTrainingKernels();
@@ -199,44 +233,72 @@ test('registerWasmTrainingKernels is idempotent and leaves the cpu kernels alone
   assert.equal(tf.getKernel('Conv2DBackpropFilter', 'cpu')?.kernelFunc, cpuBefore);
 });
 
-for (const [i, c] of CASES.entries()) {
-  const name = `k${c.k.join('x')} s${c.stride.join('x')} pad ${JSON.stringify(c.pad)}${c.rounding ? ' ' + c.rounding : ''} ` +
-    `batch ${c.batch} ${c.hw.join('x')}x${c.cin}->${c.cout}`;
-  test(`backprop kernels match cpu: ${name}`, async () => {
-    const cpu = await backprops('cpu', c, 100 + i);
-    const wasm = await backprops('wasm', c, 100 + i);
-    const ex = relMaxError(wasm.dx, cpu.dx), ew = relMaxError(wasm.dw, cpu.dw);
-    assert.ok(ex < KERNEL_TOLERANCE, `dx relative error ${ex}`);
-    assert.ok(ew < KERNEL_TOLERANCE, `dW relative error ${ew}`);
+for (const engine of ENGINES) {
+  const skip = skipFor(engine);
+  for (const [i, c] of CASES.entries()) {
+    const name = `k${c.k.join('x')} s${c.stride.join('x')} pad ${JSON.stringify(c.pad)}${c.rounding ? ' ' + c.rounding : ''} ` +
+      `batch ${c.batch} ${c.hw.join('x')}x${c.cin}->${c.cout}`;
+    test(`${engine}: backprop kernels match cpu: ${name}`, { skip }, async () => {
+      await useEngine(engine);
+      const cpu = await backprops('cpu', c, 100 + i);
+      const wasm = await backprops('wasm', c, 100 + i);
+      const ex = relMaxError(wasm.dx, cpu.dx), ew = relMaxError(wasm.dw, cpu.dw);
+      assert.ok(ex < KERNEL_TOLERANCE, `dx relative error ${ex}`);
+      assert.ok(ew < KERNEL_TOLERANCE, `dW relative error ${ew}`);
+    });
+  }
+
+  test(`${engine}: the kernel comparison is sensitive: a 180-degree-rotated filter is caught`, { skip }, async () => {
+    await useEngine(engine);
+    const c: ConvCase = { k: [3, 3], stride: [2, 2], pad: 'same', batch: 1, hw: [7, 7], cin: 2, cout: 2 };
+    const cpu = await backprops('cpu', c, 7);
+    const wasm = await backprops('wasm', c, 7);
+    // Reverse the 9 taps of the filter gradient: what a missing rotation in dx would look like in dW.
+    const taps = 9, per = c.cin * c.cout;
+    const flipped = new Float32Array(wasm.dw.length);
+    for (let t = 0; t < taps; t++) flipped.set(wasm.dw.subarray(t * per, (t + 1) * per), (taps - 1 - t) * per);
+    assert.ok(relMaxError(flipped, cpu.dw) > 100 * KERNEL_TOLERANCE);
+    assert.ok(relMaxError(wasm.dw, cpu.dw) < KERNEL_TOLERANCE);
+  });
+
+  test(`${engine}: conv2d gradients through tf.grads (Conv2D and fused paths) match cpu`, { skip }, async () => {
+    await useEngine(engine);
+    const run = (backend: string) => on(backend, async () => {
+      const x = tensor([2, 9, 9, 3], 1), f = tensor([3, 3, 3, 4], 2), r = tensor([2, 5, 5, 4], 3), b = tensor([4], 4);
+      const plain = tf.grads((a: tf.Tensor, w: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(a as tf.Tensor4D, w as tf.Tensor4D, 2, 'same'), r)));
+      const fused = tf.grads((a: tf.Tensor, w: tf.Tensor, bias: tf.Tensor) =>
+        tf.sum(tf.mul(tf.fused.conv2d({ x: a as tf.Tensor4D, filter: w as tf.Tensor4D, strides: 2, pad: 'same', bias, activation: 'relu' }), r)));
+      const out = [...plain([x, f]), ...fused([x, f, b])];
+      return Promise.all(out.map((t) => t.data()));
+    });
+    const cpu = await run('cpu');
+    const wasm = await run('wasm');
+    cpu.forEach((c, i) => assert.ok(relMaxError(wasm[i], c) < KERNEL_TOLERANCE, `gradient ${i}`));
+  });
+
+  test(`${engine}: forward convolutions (plain, dilated, fused with bias and relu or elu) match cpu`, { skip }, async () => {
+    await useEngine(engine);
+    const run = (backend: string) => on(backend, async () => {
+      const x = tensor([2, 10, 9, 5], 41), f = tensor([3, 3, 5, 7], 42), b = tensor([7], 43);
+      const out = [
+        tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, 1, 'same'),
+        tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, [2, 1], 'valid'),
+        tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, 1, 'same', 'NHWC', 2),
+        tf.conv2d(x as tf.Tensor4D, f as tf.Tensor4D, 2, [[0, 0], [2, 0], [1, 3], [0, 0]]),
+        tf.fused.conv2d({ x: x as tf.Tensor4D, filter: f as tf.Tensor4D, strides: 2, pad: 'same', bias: b, activation: 'relu' }),
+        tf.fused.conv2d({ x: x as tf.Tensor4D, filter: f as tf.Tensor4D, strides: 1, pad: 'valid', activation: 'elu' }),
+        tf.fused.conv2d({ x: x as tf.Tensor4D, filter: f as tf.Tensor4D, strides: 1, pad: 'same', activation: 'relu' }),
+      ];
+      return Promise.all(out.map(async (t) => ({ shape: t.shape, data: (await t.data()) as Float32Array })));
+    });
+    const cpu = await run('cpu');
+    const wasm = await run('wasm');
+    cpu.forEach((c, i) => {
+      assert.deepEqual(wasm[i]?.shape, c.shape, `output ${i} shape`);
+      assert.ok(relMaxError((wasm[i] as { data: Float32Array }).data, c.data) < KERNEL_TOLERANCE, `output ${i}`);
+    });
   });
 }
-
-test('the kernel comparison is sensitive: a 180-degree-rotated filter is caught', async () => {
-  const c: ConvCase = { k: [3, 3], stride: [2, 2], pad: 'same', batch: 1, hw: [7, 7], cin: 2, cout: 2 };
-  const cpu = await backprops('cpu', c, 7);
-  const wasm = await backprops('wasm', c, 7);
-  // Reverse the 9 taps of the filter gradient: what a missing rotation in dx would look like in dW.
-  const taps = 9, per = c.cin * c.cout;
-  const flipped = new Float32Array(wasm.dw.length);
-  for (let t = 0; t < taps; t++) flipped.set(wasm.dw.subarray(t * per, (t + 1) * per), (taps - 1 - t) * per);
-  assert.ok(relMaxError(flipped, cpu.dw) > 100 * KERNEL_TOLERANCE);
-  assert.ok(relMaxError(wasm.dw, cpu.dw) < KERNEL_TOLERANCE);
-});
-
-test('conv2d gradients through tf.grads (Conv2D and fused paths) match cpu', async () => {
-  const run = (backend: string) => on(backend, async () => {
-    const x = tensor([2, 9, 9, 3], 1), f = tensor([3, 3, 3, 4], 2), r = tensor([2, 5, 5, 4], 3), b = tensor([4], 4);
-    const plain = tf.grads((a: tf.Tensor, w: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(a as tf.Tensor4D, w as tf.Tensor4D, 2, 'same'), r)));
-    const fused = tf.grads((a: tf.Tensor, w: tf.Tensor, bias: tf.Tensor) =>
-      tf.sum(tf.mul(tf.fused.conv2d({ x: a as tf.Tensor4D, filter: w as tf.Tensor4D, strides: 2, pad: 'same', bias }), r)));
-    const out = [...plain([x, f]), ...fused([x, f, b])];
-    return Promise.all(out.map((t) => t.data()));
-  });
-  const cpu = await run('cpu');
-  const wasm = await run('wasm');
-  cpu.forEach((c, i) => assert.ok(relMaxError(wasm[i], c) < KERNEL_TOLERANCE, `gradient ${i}`));
-});
-
 test('batch-norm gradient matches the same formula written with elementary ops, on cpu and wasm', async () => {
   for (const shape of [[2, 5, 3, 4], [6, 4]]) {
     const c = shape[shape.length - 1];
@@ -288,63 +350,67 @@ function resnetBlock(): tf.LayersModel {
 // gradients (up to 7.8e-7). 3e-5 keeps a ~10x margin; a wrong kernel gives errors near 1.
 const BLOCK_TOLERANCE = 3e-5;
 
-test('a ResNet block (conv-bn-relu-conv-bn + projection, max pool, GAP, softmax): all variable gradients match cpu', async () => {
-  const model = await on('cpu', async () => resnetBlock());
-  const run = (backend: string) => on(backend, async () => {
-    const x = tensor([2, 11, 11, 3], 21);
-    const labels = tf.oneHot(tf.tensor1d([0, 2], 'int32'), 3);
-    const { value, grads } = tf.variableGrads(() =>
-      tf.losses.softmaxCrossEntropy(labels, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar);
-    const out = new Map<string, Float32Array>();
-    for (const [name, g] of Object.entries(grads)) out.set(name, (await g.data()) as Float32Array);
-    return { loss: (await value.data())[0], grads: out };
+for (const engine of ENGINES) {
+  const skip = skipFor(engine);
+  test(`${engine}: a ResNet block (conv-bn-relu-conv-bn + projection, max pool, GAP, softmax): all variable gradients match cpu`, { skip }, async () => {
+    await useEngine(engine);
+    const model = await on('cpu', async () => resnetBlock());
+    const run = (backend: string) => on(backend, async () => {
+      const x = tensor([2, 11, 11, 3], 21);
+      const labels = tf.oneHot(tf.tensor1d([0, 2], 'int32'), 3);
+      const { value, grads } = tf.variableGrads(() =>
+        tf.losses.softmaxCrossEntropy(labels, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar);
+      const out = new Map<string, Float32Array>();
+      for (const [name, g] of Object.entries(grads)) out.set(name, (await g.data()) as Float32Array);
+      return { loss: (await value.data())[0], grads: out };
+    });
+    const cpu = await run('cpu');
+    const wasm = await run('wasm');
+    assert.ok(Math.abs(cpu.loss - wasm.loss) < 1e-5 * Math.abs(cpu.loss));
+    assert.equal(wasm.grads.size, 4 * 3 + 2, 'conv kernel + bn gamma/beta for 4 layers, fc kernel/bias');
+    for (const [name, c] of cpu.grads) {
+      const e = relL2Error(wasm.grads.get(name) ?? new Float32Array(c.length), c);
+      assert.ok(e < BLOCK_TOLERANCE, `${name}: relative error ${e}`);
+    }
+    model.dispose();
   });
-  const cpu = await run('cpu');
-  const wasm = await run('wasm');
-  assert.ok(Math.abs(cpu.loss - wasm.loss) < 1e-5 * Math.abs(cpu.loss));
-  assert.equal(wasm.grads.size, 4 * 3 + 2, 'conv kernel + bn gamma/beta for 4 layers, fc kernel/bias');
-  for (const [name, c] of cpu.grads) {
-    const e = relL2Error(wasm.grads.get(name) ?? new Float32Array(c.length), c);
-    assert.ok(e < BLOCK_TOLERANCE, `${name}: relative error ${e}`);
-  }
-  model.dispose();
-});
 
-test('optimizer.minimize and model.trainOnBatch train the block on wasm', async () => {
-  await tf.setBackend('wasm');
-  const model = resnetBlock();
-  const x = tensor([4, 11, 11, 3], 31);
-  const labels = tf.oneHot(tf.tensor1d([0, 1, 2, 0], 'int32'), 3);
-  const optimizer = tf.train.momentum(0.05, 0.9);
-  const loss = () => tf.losses.softmaxCrossEntropy(labels, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar;
-  const first = (await (optimizer.minimize(loss, true) as tf.Scalar).data())[0];
-  // After the first step (which creates the optimizer's slots), steps must not leak tensors or wasm
-  // buffers: the kernels wrap their inputs with extra references and must give every one back.
-  const tensors = tf.memory().numTensors, buffers = tf.engine().backend.numDataIds();
-  for (let i = 0; i < 4; i++) optimizer.minimize(loss);
-  assert.equal(tf.memory().numTensors, tensors);
-  assert.equal(tf.engine().backend.numDataIds(), buffers);
-  const last = (await (optimizer.minimize(loss, true) as tf.Scalar).data())[0];
-  assert.ok(last < first, `loss went from ${first} to ${last}`);
-  model.compile({ optimizer: tf.train.adam(0.01), loss: 'categoricalCrossentropy' });
-  const l = (await model.trainOnBatch(x, labels)) as number;
-  assert.ok(Number.isFinite(l));
-  model.dispose();
-});
+  test(`${engine}: optimizer.minimize and model.trainOnBatch train the block on wasm`, { skip }, async () => {
+    await useEngine(engine);
+    const model = resnetBlock();
+    const x = tensor([4, 11, 11, 3], 31);
+    const labels = tf.oneHot(tf.tensor1d([0, 1, 2, 0], 'int32'), 3);
+    const optimizer = tf.train.momentum(0.05, 0.9);
+    const loss = () => tf.losses.softmaxCrossEntropy(labels, model.apply(x, { training: true }) as tf.Tensor) as tf.Scalar;
+    const first = (await (optimizer.minimize(loss, true) as tf.Scalar).data())[0];
+    // After the first step (which creates the optimizer's slots), steps must not leak tensors or wasm
+    // buffers: the kernels wrap their inputs with extra references and must give every one back.
+    const tensors = tf.memory().numTensors, buffers = tf.engine().backend.numDataIds();
+    for (let i = 0; i < 4; i++) optimizer.minimize(loss);
+    assert.equal(tf.memory().numTensors, tensors);
+    assert.equal(tf.engine().backend.numDataIds(), buffers);
+    const last = (await (optimizer.minimize(loss, true) as tf.Scalar).data())[0];
+    assert.ok(last < first, `loss went from ${first} to ${last}`);
+    model.compile({ optimizer: tf.train.adam(0.01), loss: 'categoricalCrossentropy' });
+    const l = (await model.trainOnBatch(x, labels)) as number;
+    assert.ok(Number.isFinite(l));
+    model.dispose();
+  });
 
-test('unsupported configurations throw clear errors instead of computing something else', async () => {
-  await tf.setBackend('wasm');
-  const dy = tensor([1, 4, 4, 2], 1), x = tensor([1, 4, 4, 3], 2), f = tensor([3, 3, 3, 2], 3);
-  const nchw = { strides: 1, pad: 'same', dataFormat: 'NCHW' };
-  assert.throws(() => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...nchw, filterShape: [3, 3, 3, 2] }),
-    /supports dataFormat 'NHWC' only, got 'NCHW'/);
-  assert.throws(() => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: f }, { ...nchw, inputShape: [1, 4, 4, 3] }),
-    /supports dataFormat 'NHWC' only, got 'NCHW'/);
-  assert.throws(() => tf.conv2d(tensor([1, 3, 4, 4], 5) as tf.Tensor4D, f as tf.Tensor4D, 1, 'same', 'NCHW'), /dataFormat/);
-  // Dilated convolutions have no gradient in tfjs-core on any backend; wasm must not change that.
-  assert.throws(() => tf.grad((w: tf.Tensor) => tf.sum(tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same', 'NHWC', 2)))(f),
-    /dilation/);
-  // A dy that does not fit the convolution is rejected, not silently broadcast or truncated.
-  assert.throws(() => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy: tensor([1, 3, 3, 2], 4) },
-    { strides: 1, pad: 'same', dataFormat: 'NHWC', filterShape: [3, 3, 3, 2] }), /dy has shape \[1,3,3,2\]/);
-});
+  test(`${engine}: unsupported configurations throw clear errors instead of computing something else`, { skip }, async () => {
+    await useEngine(engine);
+    const dy = tensor([1, 4, 4, 2], 1), x = tensor([1, 4, 4, 3], 2), f = tensor([3, 3, 3, 2], 3);
+    const nchw = { strides: 1, pad: 'same', dataFormat: 'NCHW' };
+    assert.throws(() => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { ...nchw, filterShape: [3, 3, 3, 2] }),
+      /supports dataFormat 'NHWC' only, got 'NCHW'/);
+    assert.throws(() => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: f }, { ...nchw, inputShape: [1, 4, 4, 3] }),
+      /supports dataFormat 'NHWC' only, got 'NCHW'/);
+    assert.throws(() => tf.conv2d(tensor([1, 3, 4, 4], 5) as tf.Tensor4D, f as tf.Tensor4D, 1, 'same', 'NCHW'), /dataFormat/);
+    // Dilated convolutions have no gradient in tfjs-core on any backend; wasm must not change that.
+    assert.throws(() => tf.grad((w: tf.Tensor) => tf.sum(tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same', 'NHWC', 2)))(f),
+      /dilation/);
+    // A dy that does not fit the convolution is rejected, not silently broadcast or truncated.
+    assert.throws(() => tf.engine().runKernel('Conv2DBackpropFilter', { x, dy: tensor([1, 3, 3, 2], 4) },
+      { strides: 1, pad: 'same', dataFormat: 'NHWC', filterShape: [3, 3, 3, 2] }), /dy has shape \[1,3,3,2\]/);
+  });
+}

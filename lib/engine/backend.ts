@@ -1,9 +1,12 @@
 /**
  * Picks the tfjs backend that trains fastest on this machine and says which one it picked.
  *
- * Order: `tensorflow` (libtensorflow through `@tensorflow/tfjs-node`, when it is installed), else `wasm`
- * (XNNPACK, with the training kernels from ./wasm-kernels), else nothing: the pure-JS `cpu` backend is
- * about 100x slower than wasm for conv nets, so it is used only when asked for by name.
+ * Order: `tensorflow` (libtensorflow through `@tensorflow/tfjs-node`, when it is installed), else
+ * `onednn` (tfjs's wasm backend with its convolutions and their gradients computed natively by oneDNN,
+ * ./onednn, when our addon is built), else `wasm` (XNNPACK, with the training kernels from
+ * ./wasm-kernels), else nothing: the pure-JS `cpu` backend is about 100x slower than wasm for conv
+ * nets, so it is used only when asked for by name. `onednn` is the wasm backend underneath
+ * (`tf.getBackend()` says 'wasm'): only four kernels differ.
  *
  * Choose the backend before creating tensors. tfjs moves tensors between backends on first use, but a
  * float32 tensor made on cpu by casting int32 (e.g. `tf.oneHot(labels).toFloat()`) keeps cpu's Int32Array,
@@ -14,12 +17,21 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as wasm from '@tensorflow/tfjs-backend-wasm';
 import { UserError, errorMessage } from '../errors';
 import { registerWasmTrainingKernels } from './wasm-kernels';
+import { loadOneDnn, registerOneDnnKernels, unregisterOneDnnKernels, setOneDnnThreads, oneDnnThreads } from './onednn';
 
-export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+export type BackendName = 'tensorflow' | 'onednn' | 'wasm' | 'cpu';
+export const BACKEND_NAMES: readonly BackendName[] = ['tensorflow', 'onednn', 'wasm', 'cpu'];
+
+export interface BackendOptions {
+  /** Threads for oneDNN in this thread (training replicas use 1 each); default: OpenMP's, all cores. */
+  threads?: number;
+}
 
 export interface BackendChoice {
   /** The active tfjs backend, as `tf.getBackend()` reports it. */
   name: string;
+  /** Which of our choices it is (`onednn` runs on tfjs's wasm backend, so `name` says 'wasm'). */
+  engine: BackendName;
   /** One line for the user, e.g. "backend: wasm (XNNPACK SIMD, 1 thread; training kernels from imgclass)". */
   note: string;
 }
@@ -30,15 +42,15 @@ const NODE_PACKAGE = '@tensorflow/tfjs-node';
  * Activates the fastest available backend, or `preferred` when given. Throws `UserError` when the
  * preferred backend cannot be used (never silently substitutes another one for an explicit choice).
  */
-export async function chooseBackend(preferred?: BackendName): Promise<BackendChoice> {
-  if (preferred != null && !['tensorflow', 'wasm', 'cpu'].includes(preferred)) {
-    throw new UserError(`unknown backend '${String(preferred)}': use 'tensorflow', 'wasm' or 'cpu'`);
+export async function chooseBackend(preferred?: BackendName, opts: BackendOptions = {}): Promise<BackendChoice> {
+  if (preferred != null && !BACKEND_NAMES.includes(preferred)) {
+    throw new UserError(`unknown backend '${String(preferred)}': use ${BACKEND_NAMES.map((b) => `'${b}'`).join(', ')}`);
   }
   let tensorflowNote = '';
   if (preferred == null || preferred === 'tensorflow') {
     const loaded = loadTfjsNode();
     if (loaded.ok && (await activate('tensorflow'))) {
-      return { name: tf.getBackend(), note: 'backend: tensorflow (libtensorflow via @tensorflow/tfjs-node)' };
+      return { name: tf.getBackend(), engine: 'tensorflow', note: 'backend: tensorflow (libtensorflow via @tensorflow/tfjs-node)' };
     }
     const why = loaded.ok ? 'its backend failed to initialise' : loaded.reason;
     if (preferred === 'tensorflow') {
@@ -49,16 +61,39 @@ export async function chooseBackend(preferred?: BackendName): Promise<BackendCho
     }
     tensorflowNote = `; ${NODE_PACKAGE} not used: ${why}`;
   }
+  let onednnNote = '';
+  if (preferred == null || preferred === 'onednn') {
+    const loaded = loadOneDnn();
+    if (loaded.ok) {
+      const wasmNote = await activateWasm();
+      registerOneDnnKernels();
+      if (opts.threads != null) setOneDnnThreads(opts.threads);
+      const threads = oneDnnThreads();
+      return {
+        name: 'wasm',
+        engine: 'onednn',
+        note: `backend: onednn (convolutions and their gradients on oneDNN ${loaded.version}, ${loaded.isa}, ` +
+          `${threads} thread${threads === 1 ? '' : 's'}; the rest on ${wasmNote.replace(/^backend: /, '')})` + tensorflowNote,
+      };
+    }
+    if (preferred === 'onednn') {
+      throw new UserError(`backend 'onednn' requested but ${loaded.reason}; or choose backend 'wasm'`);
+    }
+    onednnNote = `; oneDNN not used: ${loaded.reason}`;
+  }
   if (preferred === 'cpu') {
     // Registered on import; loaded only here so the default path never pulls it in by accident.
     require('@tensorflow/tfjs-backend-cpu');
     if (!(await activate('cpu'))) throw new Error("tfjs backend 'cpu' failed to initialise");
     return {
       name: tf.getBackend(),
+      engine: 'cpu',
       note: 'backend: cpu (pure JavaScript, about 100x slower than wasm for conv nets; chosen explicitly)',
     };
   }
-  return { name: 'wasm', note: (await activateWasm()) + tensorflowNote };
+  // A thread that chose onednn before (tests, notebooks) gets XNNPACK's convolutions back.
+  unregisterOneDnnKernels();
+  return { name: 'wasm', engine: 'wasm', note: (await activateWasm()) + tensorflowNote + onednnNote };
 }
 
 /** Directory holding the wasm binaries, found through module resolution so any cwd / worker thread works. */
@@ -110,4 +145,18 @@ function loadTfjsNode(): LoadResult {
     return { ok: false, reason: 'it uses a different @tensorflow/tfjs-core copy than imgclass' };
   }
   return { ok: true };
+}
+
+/**
+ * Copies a float32 tensor's values into `dst` at `offset`. On wasm it reads the heap in place (one copy;
+ * `dataSync` would make a second, temporary one: 44 MB per ResNet-18 gradient).
+ */
+export function copyInto(t: tf.Tensor, dst: Float32Array, offset: number): void {
+  if (t.dtype !== 'float32') throw new Error(`copyInto: ${t.dtype} tensor, expected float32`);
+  const b = tf.backend() as tf.KernelBackend & { typedArrayFromHeap?: (info: tf.TensorInfo) => tf.backend_util.TypedArray };
+  if (tf.getBackend() === 'wasm' && typeof b.typedArrayFromHeap === 'function') {
+    dst.set(b.typedArrayFromHeap({ dataId: t.dataId, shape: t.shape, dtype: t.dtype }) as Float32Array, offset);
+  } else {
+    dst.set(t.dataSync() as Float32Array, offset);
+  }
 }

@@ -15,6 +15,9 @@
  *   1/sqrt(var+eps) as large as the activations for every batch-norm layer: ~8 % of a ResNet-18 step on
  *   wasm. Re-registered with the same formulas using broadcasting and shared sums. Gradients are
  *   registered per kernel name, not per backend, so this one applies to every backend (same maths).
+ * - `Identity`: tfjs saves every tensor a gradient needs by cloning it (Engine.saveTensorsForBackwardMode),
+ *   ~600 clones per ResNet-18 step. The wasm backend's Identity copies the data each time; the cpu and
+ *   webgl backends share it with a reference count, as wasm's own Reshape does. Re-registered to share.
  * - Everything else the step touches is registered natively and matches the cpu backend: MaxPoolGrad,
  *   AvgPoolGrad, FusedBatchNorm's forward, Relu's gradient (Step, Multiply), Mean (global average
  *   pooling), Softmax / log-softmax / cross-entropy (Max, Exp, Log, Sum), ClipByValue's gradient
@@ -65,7 +68,24 @@ export function registerWasmTrainingKernels(): void {
     backendName: BACKEND,
     kernelFunc: conv2dBackpropInputKernel as unknown as tf.KernelFunc,
   });
+  const identity = tf.getKernel(tf.Identity, BACKEND);
+  if (identity && !(identity.kernelFunc as unknown as Record<symbol, boolean>)[OURS]) copyingIdentity = identity.kernelFunc;
+  install({ kernelName: tf.Identity, backendName: BACKEND, kernelFunc: identityKernel as unknown as tf.KernelFunc });
   if (tf.getGradient(tf.FusedBatchNorm) !== fusedBatchNormGradConfig) tf.registerGradient(fusedBatchNormGradConfig);
+}
+
+let copyingIdentity: tf.KernelFunc | undefined;
+
+/** A new tensor on the same memory (tensors are immutable): what cpu's Identity and wasm's Reshape do. */
+function identityKernel(args: KernelArgs<Record<string, never>>): tf.TensorInfo {
+  const x = args.inputs.x;
+  if (x == null) throw new Error('Identity: missing input x');
+  if (x.dtype === 'string') {
+    if (!copyingIdentity) throw new Error('Identity: string tensors need the wasm backend\'s own kernel');
+    return copyingIdentity(args as unknown as Parameters<tf.KernelFunc>[0]) as tf.TensorInfo;
+  }
+  args.backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
 }
 
 function install(config: tf.KernelConfig): void {

@@ -59,7 +59,17 @@ export type TrainEvent =
       numClasses: number;
       resumed: boolean;
     }
-  | { kind: 'step'; step: number; loss: number; crossEntropy: number; lr: number; epoch: number; imagesPerSecond: number }
+  | {
+      kind: 'step';
+      step: number;
+      loss: number;
+      crossEntropy: number;
+      lr: number;
+      epoch: number;
+      imagesPerSecond: number;
+      /** Where the step's wall time went (ms): waiting for input, gradients, averaging, update. */
+      phaseMs: { input: number; grads: number; average: number; apply: number };
+    }
   | { kind: 'eval'; step: number; top1: number; top5?: number; loss: number; count: number; seconds: number }
   | { kind: 'checkpoint'; step: number; path: string }
   | { kind: 'export'; step: number; path: string };
@@ -156,9 +166,11 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const tbTrain = await SummaryWriter.create(opts.modelDir);
   const tbEval = await SummaryWriter.create(storage.joinPath(opts.modelDir, 'eval'));
 
-  const replicas = Math.max(1, Math.min(opts.workers ?? os.availableParallelism(), batchSize));
+  const cores = os.availableParallelism();
+  const replicas = Math.max(1, Math.min(opts.workers ?? cores, batchSize));
   const pool = await ReplicaPool.start({
     replicas,
+    threads: Math.max(1, Math.floor(cores / replicas)),
     trainableParams: summary.trainableParams,
     model: modelCfg,
     preprocessing,
@@ -239,6 +251,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       }
       const t0 = Date.now();
       const batch = await input.next();
+      const inputMs = Date.now() - t0;
       const lr = learningRate(step, { batchSize, trainSteps: opts.trainSteps, baseLr: opts.baseLearningRate });
       const r = await pool.trainStep(batch.images, batch.labels, batch.size, lr);
       if (!Number.isFinite(r.loss)) {
@@ -254,7 +267,8 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       tbTrain.scalar('loss', r.loss, step);
       tbTrain.scalar('learning_rate', lr, step);
       tbTrain.scalar('images_per_sec', rate, step);
-      emit({ kind: 'step', step, loss: r.loss, crossEntropy: r.crossEntropy, lr, epoch, imagesPerSecond: rate });
+      emit({ kind: 'step', step, loss: r.loss, crossEntropy: r.crossEntropy, lr, epoch, imagesPerSecond: rate,
+        phaseMs: { input: inputMs, ...r.phaseMs } });
       if (step % stepsPerEval === 0 || step === opts.trainSteps) lastEval = await evaluate();
       if (step % stepsPerCheckpoint === 0 || step === opts.trainSteps) await checkpoint();
     }

@@ -19,6 +19,10 @@ export interface ReplicaInit {
   model: ResNetConfig;
   preprocessing: PreprocessingSettings;
   backend?: BackendName;
+  /** Position in the pool; replica 0 also computes the weight-decay term of the loss. */
+  index: number;
+  /** oneDNN threads in this replica: the cores left to each replica (replicas x threads = cores). */
+  threads?: number;
   labelSmoothing: number;
   weightDecay: number;
   /** Shared slot this replica writes its gradient into. */
@@ -38,9 +42,10 @@ export type ToReplica =
   | { kind: 'close' };
 
 export type FromReplica =
-  | { kind: 'ready'; backend: string; note: string; gradLength: number; trainable: { name: string; shape: number[] }[] }
-  | { kind: 'grads-done'; id: number; loss: number; crossEntropy: number }
-  | { kind: 'applied'; id: number }
+  | { kind: 'ready'; backend: string; engine: BackendName; note: string; gradLength: number; trainable: { name: string; shape: number[] }[] }
+  | { kind: 'grads-done'; id: number; crossEntropy: number }
+  /** decayLoss: weightDecay x sum(w^2)/2 before this update (replica 0 only). */
+  | { kind: 'applied'; id: number; decayLoss?: number }
   | { kind: 'eval-done'; id: number; loss: number; top1: number; top5: number; count: number }
   | { kind: 'state'; id: number; weights: TensorData[]; optimizer: TensorData[] }
   | { kind: 'state-set'; id: number }

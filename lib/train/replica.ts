@@ -8,7 +8,9 @@ import { parentPort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { chooseBackend } from '../engine/backend';
 import { buildResNet } from '../model';
-import { lossAndGradients, createOptimizer, applyGradients, evaluateBatch } from './recipe';
+import { crossEntropyGradients, weightDecayLoss, createOptimizer, evaluateBatch, FlatEntry } from './recipe';
+import { decayedWeightNames, inPlaceUpdatableWeightNames } from '../model';
+import { copyInto } from '../engine/backend';
 import { normalizeInto } from './preprocessing';
 import { weightsFromModel, setModelWeights, optimizerWeights, setOptimizerWeights } from './checkpoint';
 import { exportModel } from '../export';
@@ -22,6 +24,12 @@ interface Replica {
   trainable: { name: string; shape: number[]; size: number; offset: number }[];
   gradSlot: Float32Array;
   avgGrad: Float32Array;
+  /** Names of the weights with weight decay (conv and dense kernels). */
+  decayed: Set<string>;
+  /** Names of the weights the optimizer may update in place (see inPlaceUpdatableWeightNames). */
+  inPlace: Set<string>;
+  /** Replica 0's weight-decay term for the step in progress, computed while the coordinator averages. */
+  decayLoss?: number;
 }
 
 let replica: Replica | undefined;
@@ -40,7 +48,7 @@ function inputTensor(r: Replica, images: Uint8Array, size: number): tf.Tensor4D 
 async function handle(msg: ToReplica): Promise<void> {
   switch (msg.kind) {
     case 'init': {
-      const choice = await chooseBackend(msg.init.backend);
+      const choice = await chooseBackend(msg.init.backend, { threads: msg.init.threads });
       const model = buildResNet(msg.init.model);
       const trainable: Replica['trainable'] = [];
       let offset = 0;
@@ -59,8 +67,10 @@ async function handle(msg: ToReplica): Promise<void> {
         trainable,
         gradSlot: new Float32Array(msg.init.gradSlot),
         avgGrad: new Float32Array(msg.init.avgGrad),
+        decayed: new Set(decayedWeightNames(model)),
+        inPlace: new Set(inPlaceUpdatableWeightNames(model)),
       };
-      post({ kind: 'ready', backend: choice.name, note: choice.note, gradLength: offset, trainable: trainable.map(({ name, shape }) => ({ name, shape })) });
+      post({ kind: 'ready', backend: choice.name, engine: choice.engine, note: choice.note, gradLength: offset, trainable: trainable.map(({ name, shape }) => ({ name, shape })) });
       return;
     }
     case 'close':
@@ -73,29 +83,35 @@ async function handle(msg: ToReplica): Promise<void> {
       const x = inputTensor(r, msg.images, msg.size);
       const y = tf.tensor1d(msg.labels.subarray(0, msg.size), 'int32');
       try {
-        const out = lossAndGradients(r.model, x, y, {
+        const out = crossEntropyGradients(r.model, x, y, {
           numClasses: r.init.model.numClasses,
           labelSmoothing: r.init.labelSmoothing,
-          weightDecay: r.init.weightDecay,
         });
         for (const t of r.trainable) {
           const g = out.grads[t.name];
           if (!g) throw new Error(`no gradient for ${t.name}`);
-          r.gradSlot.set(g.dataSync() as Float32Array, t.offset);
+          copyInto(g, r.gradSlot, t.offset);
         }
         tf.dispose(out.grads);
-        post({ kind: 'grads-done', id: msg.id, loss: out.loss, crossEntropy: out.crossEntropy });
+        post({ kind: 'grads-done', id: msg.id, crossEntropy: out.crossEntropy });
+        // The weights are identical in every replica and unchanged until 'apply': one replica computes
+        // the loss's decay term, while the coordinator is busy averaging the gradients.
+        if (r.init.index === 0) r.decayLoss = weightDecayLoss(r.model, r.init.weightDecay);
       } finally {
         tf.dispose([x, y]);
       }
       return;
     }
     case 'apply': {
-      const grads: tf.NamedTensorMap = {};
-      for (const t of r.trainable) grads[t.name] = tf.tensor(r.avgGrad.subarray(t.offset, t.offset + t.size), t.shape, 'float32');
-      applyGradients(r.optimizer, grads, msg.lr);
-      tf.dispose(grads);
-      post({ kind: 'applied', id: msg.id });
+      r.optimizer.setLearningRate(msg.lr);
+      // Read the variables now: restoring a checkpoint may have replaced them since the last step.
+      const entries: FlatEntry[] = r.model.trainableWeights.map((w, i) => ({
+        variable: w.read() as tf.Variable,
+        offset: (r.trainable[i] as { offset: number }).offset,
+      }));
+      r.optimizer.applyFlat(entries, r.avgGrad, r.init.weightDecay, r.decayed, r.inPlace);
+      post({ kind: 'applied', id: msg.id, ...(r.decayLoss !== undefined ? { decayLoss: r.decayLoss } : {}) });
+      r.decayLoss = undefined;
       return;
     }
     case 'eval': {

@@ -4,6 +4,8 @@
  * result equals the gradient of the whole batch's mean loss) and every replica applies the average.
  */
 import { Worker } from 'node:worker_threads';
+import type { BackendName } from '../engine/backend';
+import { weightedSumNative } from '../engine/onednn';
 import * as path from 'node:path';
 import { UserError } from '../errors';
 import type { ToReplica, FromReplica, ReplicaInit, TensorData } from './protocol';
@@ -82,7 +84,7 @@ class ReplicaHandle {
   }
 }
 
-export interface ReplicaPoolOptions extends Omit<ReplicaInit, 'gradSlot' | 'avgGrad'> {
+export interface ReplicaPoolOptions extends Omit<ReplicaInit, 'gradSlot' | 'avgGrad' | 'index'> {
   replicas: number;
   /** Number of floats in the model's trainable weights (from modelSummary). */
   trainableParams: number;
@@ -91,6 +93,8 @@ export interface ReplicaPoolOptions extends Omit<ReplicaInit, 'gradSlot' | 'avgG
 export interface StepResult {
   loss: number;
   crossEntropy: number;
+  /** Wall time of the step's phases, for benchmarks: gradients (slowest replica), averaging, update. */
+  phaseMs: { grads: number; average: number; apply: number };
 }
 
 export interface EvalSums {
@@ -111,6 +115,7 @@ export class ReplicaPool {
     private slots: Float32Array[],
     private avg: Float32Array,
     readonly backend: string,
+    readonly engine: BackendName,
     readonly backendNote: string,
     private imagePixels: number,
   ) {}
@@ -121,18 +126,20 @@ export class ReplicaPool {
 
   static async start(opts: ReplicaPoolOptions): Promise<ReplicaPool> {
     const n = Math.max(1, opts.replicas);
-    const avgBuf = new SharedArrayBuffer(opts.trainableParams * 4);
     const slotBufs = Array.from({ length: n }, () => new SharedArrayBuffer(opts.trainableParams * 4));
+    // One replica: its gradient is the average, so it reads back the slot it wrote.
+    const avgBuf = n === 1 ? (slotBufs[0] as SharedArrayBuffer) : new SharedArrayBuffer(opts.trainableParams * 4);
     const handles = slotBufs.map((_, i) => new ReplicaHandle(i, new Worker(path.join(__dirname, 'replica.js'))));
     const { replicas: _r, trainableParams: _t, ...rest } = opts;
     try {
-      const ready = await Promise.all(handles.map((h, i) => h.init({ ...rest, gradSlot: slotBufs[i] as SharedArrayBuffer, avgGrad: avgBuf })));
+      const ready = await Promise.all(handles.map((h, i) => h.init({ ...rest, index: i, gradSlot: slotBufs[i] as SharedArrayBuffer, avgGrad: avgBuf })));
       const first = ready[0] as Extract<FromReplica, { kind: 'ready' }>;
       return new ReplicaPool(
         handles,
         slotBufs.map((b) => new Float32Array(b)),
         new Float32Array(avgBuf),
         first.backend,
+        first.engine,
         first.note,
         opts.model.imageSize * opts.model.imageSize * 3,
       );
@@ -169,24 +176,37 @@ export class ReplicaPool {
 
   /** One synchronous SGD step on a whole batch. */
   async trainStep(images: Uint8Array, labels: Int32Array, size: number, lr: number): Promise<StepResult> {
+    const t0 = performance.now();
     const { sizes, active, jobs } = this.scatter<'grads-done'>('grads', images, labels, size);
     const results = await Promise.all(jobs);
+    const t1 = performance.now();
     // Weighted average: each replica's gradient is of its sub-batch's mean loss.
-    this.avg.fill(0);
-    let loss = 0;
     let crossEntropy = 0;
-    results.forEach((r, k) => {
-      const i = active[k] as number;
-      const w = (sizes[i] as number) / size;
-      const slot = this.slots[i] as Float32Array;
-      const avg = this.avg;
-      for (let j = 0; j < avg.length; j++) avg[j] = (avg[j] as number) + w * (slot[j] as number);
-      loss += w * r.loss;
+    const weights = results.map((r, k) => {
+      const w = (sizes[active[k] as number] as number) / size;
       crossEntropy += w * r.crossEntropy;
+      return w;
     });
+    if (this.handles.length > 1) {
+      const inputs = active.map((i) => this.slots[i] as Float32Array);
+      if (!(this.engine === 'onednn' && weightedSumNative(this.avg, inputs, weights))) {
+        const avg = this.avg;
+        avg.fill(0);
+        inputs.forEach((slot, k) => {
+          const w = weights[k] as number;
+          for (let j = 0; j < avg.length; j++) avg[j] = (avg[j] as number) + w * (slot[j] as number);
+        });
+      }
+    }
+    const t2 = performance.now();
     // Every replica applies the update, including any that had no examples this step.
-    await Promise.all(this.handles.map((h) => h.request<'applied'>({ kind: 'apply', lr })));
-    return { loss, crossEntropy };
+    const applied = await Promise.all(this.handles.map((h) => h.request<'applied'>({ kind: 'apply', lr })));
+    const t3 = performance.now();
+    return {
+      loss: crossEntropy + (applied[0]?.decayLoss ?? 0),
+      crossEntropy,
+      phaseMs: { grads: t1 - t0, average: t2 - t1, apply: t3 - t2 },
+    };
   }
 
   /** Evaluate one batch split across replicas; returns sums so batches of any size combine exactly. */
