@@ -3,7 +3,8 @@
  * training images (Debian dataset-fashion-mnist), evaluate on all 10,000 test images every
  * `--eval_every` steps; report the wall time to reach 88 % top-1 and the final accuracy.
  *   npm run build && node dist/bench/accuracy.js [--train_images 10000] [--image_size 32]
- *       [--epochs 8] [--batch 32] [--eval_every_epochs 1] [--base_lr 0.1]
+ *       [--epochs 8] [--batch 32] [--eval_every_epochs 1] [--base_lr 0.1] [--min_crop_area 0.08]
+ *       [--label_smoothing 0]
  * Wall time counts training and evaluation, from the first step (not data preparation).
  */
 import * as fs from 'node:fs';
@@ -20,6 +21,9 @@ const EPOCHS = numberArg('epochs', 8);
 const BATCH = numberArg('batch', 32);
 const EVAL_EVERY_EPOCHS = numberArg('eval_every_epochs', 1);
 const BASE_LR = numberArg('base_lr', 0.1);
+/** Smallest random-crop area; 0 means tensorflow/tpu's default (0.08). */
+const MIN_CROP_AREA = numberArg('min_crop_area', 0);
+const LABEL_SMOOTHING = numberArg('label_smoothing', 0);
 const TARGET = 0.88;
 
 /** JPEG folders → CSVs → shards, cached in the temp folder across runs. */
@@ -66,6 +70,8 @@ async function main(): Promise<void> {
     stepsPerEval: Math.max(1, Math.round(EVAL_EVERY_EPOCHS * stepsPerEpoch)),
     stepsPerCheckpoint: trainSteps,
     baseLearningRate: BASE_LR,
+    ...(MIN_CROP_AREA > 0 ? { minCropArea: MIN_CROP_AREA } : {}),
+    labelSmoothing: LABEL_SMOOTHING,
     onEvent: (e) => {
       if (e.kind === 'start') t0 = Date.now();
       if (e.kind === 'step' && e.step % 50 === 0) process.stderr.write(`step ${e.step}/${trainSteps} loss ${e.loss.toFixed(3)} ${e.imagesPerSecond.toFixed(1)} img/s\n`);
@@ -86,7 +92,9 @@ async function main(): Promise<void> {
       batch: BATCH,
       epochs: EPOCHS,
       base_lr: BASE_LR,
-      backend: `${r.backend} x${r.replicas}`,
+      min_crop_area: MIN_CROP_AREA > 0 ? MIN_CROP_AREA : 0.08,
+      label_smoothing: LABEL_SMOOTHING,
+      backend: `${r.engine} x${r.replicas}`,
       train_img_s: Number(r.imagesPerSecond.toFixed(1)),
       target_top1: TARGET,
       seconds_to_target: hit ? hit.seconds : null,

@@ -65,7 +65,7 @@ async function ours(dataDir: string, workers: number): Promise<Ours> {
       const vals = phases.slice(2).map((p) => p[key] as number);
       phase_ms[key] = Math.round(vals.reduce((a, b) => a + b, 0) / vals.length);
     }
-    return { img_s: (timed.length * BATCH) / timed.reduce((a, b) => a + b, 0), backend: r.backend, note, phase_ms };
+    return { img_s: (timed.length * BATCH) / timed.reduce((a, b) => a + b, 0), backend: r.engine, note, phase_ms };
   } finally {
     fs.rmSync(modelDir, { recursive: true, force: true });
   }

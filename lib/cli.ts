@@ -124,11 +124,12 @@ export function buildProgram(): Command {
     .option('--num-eval-images <n>', 'checked against the data when given', wholeNumber(1))
     .option('--num-label-classes <n>', 'default: the largest label in the data', wholeNumber(2))
     .option('--label-smoothing <f>', 'label smoothing', Number, 0)
+    .option('--min-crop-area <f>', 'smallest area of the training random crop, as a fraction of the image (default 0.08, as tensorflow/tpu; small images do better with more)', Number)
     .option('--weight-decay <f>', 'L2 weight decay (not on batch norm)', Number, 1e-4)
     .option('--base-learning-rate <f>', 'learning rate for a batch of 256', Number, 0.1)
     .option('--seed <n>', 'seed of initialisation, shuffling and augmentation', wholeNumber(0), 42)
     .option('--workers <n>', 'model replicas on worker threads (default: one per core)', wholeNumber(1))
-    .option('--backend <name>', 'tensorflow (tfjs-node), wasm, or cpu (slow; only when asked)')
+    .option('--backend <name>', 'tensorflow (tfjs-node), onednn (wasm + oneDNN kernels), wasm (XNNPACK), or cpu (slow; only when asked); default: the fastest available')
     .action((o: TrainCommandOptions) => runTrainCommand(o));
 
   program
@@ -147,7 +148,7 @@ export function buildProgram(): Command {
     })
     .option('--max-batch <n>', 'most images per request and per model call', wholeNumber(1), DEFAULT_MAX_BATCH)
     .option('--batch-wait-ms <ms>', 'how long an idle server waits for more images to batch with', wholeNumber(0), DEFAULT_BATCH_WAIT_MS)
-    .option('--backend <name>', 'tensorflow (tfjs-node), wasm, or cpu')
+    .option('--backend <name>', 'tensorflow (tfjs-node), onednn, wasm, or cpu; default: the fastest available')
     .action((o: ServeOptions) => runServeCommand(o));
 
   program
@@ -178,7 +179,7 @@ export function buildProgram(): Command {
     .option('--model-name <name>', 'name in the URL: /v1/models/NAME:predict', DEFAULT_MODEL_NAME)
     .option('--port <n>', 'TCP port (0: any free port)', wholeNumber(0), DEFAULT_PORT)
     .option('--host <addr>', 'address to listen on', DEFAULT_HOST)
-    .option('--backend <name>', 'tensorflow (tfjs-node), wasm, or cpu')
+    .option('--backend <name>', 'tensorflow (tfjs-node), onednn, wasm, or cpu; default: the fastest available')
     .action(async (o: { exportDir: string; workDir: string; modelName: string; port: number; host: string; backend?: BackendName }) => {
       const d = await deployLocal(o);
       process.stdout.write(

@@ -16,6 +16,7 @@
  * - dense head: kernel ~ N(0, 0.01), bias zeros; BN decay 0.9, epsilon 1e-5.
  */
 import * as tf from '@tensorflow/tfjs';
+import { withFusedTrainingBatchNorm } from './engine/batch-norm';
 import { mulberry32, Rng } from './random';
 import { UserError } from './errors';
 
@@ -182,8 +183,9 @@ export function buildResNet(cfg: ResNetConfig): tf.LayersModel {
           .apply(get(spec.input)) as tf.SymbolicTensor;
         break;
       case 'bn':
-        out = tf.layers
-          .batchNormalization({
+        // Trains through one native kernel on the oneDNN engine; a plain BatchNormalization otherwise.
+        out = withFusedTrainingBatchNorm(
+          tf.layers.batchNormalization({
             name: spec.name,
             axis: -1,
             momentum,
@@ -191,8 +193,8 @@ export function buildResNet(cfg: ResNetConfig): tf.LayersModel {
             center: true,
             scale: true,
             gammaInitializer: spec.zeroGamma ? 'zeros' : 'ones',
-          })
-          .apply(get(spec.input)) as tf.SymbolicTensor;
+          }),
+        ).apply(get(spec.input)) as tf.SymbolicTensor;
         break;
       case 'relu':
         out = tf.layers.reLU({ name: spec.name }).apply(get(spec.input)) as tf.SymbolicTensor;

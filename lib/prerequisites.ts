@@ -74,7 +74,7 @@ export async function checkLocalPrerequisites(workDir: string): Promise<Check[]>
   }
   try {
     const b = await chooseBackend();
-    checks.push({ name: 'TensorFlow.js backend', value: b.name, ok: true, note: b.note.replace(/^backend: /, '') });
+    checks.push({ name: 'TensorFlow.js backend', value: b.engine, ok: true, note: b.note.replace(/^backend: /, '') });
   } catch (err) {
     checks.push({ name: 'TensorFlow.js backend', value: 'none', ok: false, note: errorMessage(err) });
   }

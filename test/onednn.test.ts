@@ -12,6 +12,7 @@ import { chooseBackend } from '../lib/engine/backend';
 import { loadOneDnn, oneDnnKernelsActive, weightedSumNative, sumOfSquaresNative } from '../lib/engine/onednn';
 import { buildResNet, decayedWeightNames, inPlaceUpdatableWeightNames, ResNetConfig } from '../lib/model';
 import { copyInto } from '../lib/engine/backend';
+import { withFusedTrainingBatchNorm } from '../lib/engine/batch-norm';
 import { createOptimizer, crossEntropyGradients, weightDecayLoss, FlatEntry } from '../lib/train/recipe';
 
 const loaded = loadOneDnn();
@@ -249,4 +250,40 @@ test('the training step\'s decay term is the same natively and with tensor ops',
   assert.ok(results[0]! > 0);
   // Tensor ops sum 2.8M squares in float32 (relative error ~1e-5); the native sum is in double.
   assert.ok(Math.abs(results[0]! - results[1]!) < 1e-4 * results[0]!, `${results}`);
+});
+
+test('batch norm in training mode: the fused kernel matches tfjs-layers (output, moving statistics, gradients)', { skip }, async () => {
+  const run = async (engine: 'cpu' | 'onednn') => {
+    await chooseBackend(engine);
+    const layer = withFusedTrainingBatchNorm(tf.layers.batchNormalization({ axis: -1, momentum: 0.9, epsilon: 1e-5,
+      gammaInitializer: tf.initializers.randomUniform({ minval: 0.5, maxval: 1.5, seed: 1 }),
+      betaInitializer: tf.initializers.randomUniform({ minval: -0.3, maxval: 0.3, seed: 2 }) }));
+    const x = tf.add(tensor([3, 5, 4, 6], 21), 0.7);
+    layer.apply(x, { training: false }); // builds the layer
+    const r = tensor([3, 5, 4, 6], 22);
+    const vars = layer.trainableWeights.map((w) => w.read() as tf.Variable);
+    const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(layer.apply(x, { training: true }) as tf.Tensor, r)) as tf.Scalar, vars);
+    const dx = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(layer.apply(a, { training: true }) as tf.Tensor, r)))(x);
+    const y = layer.apply(x, { training: true }) as tf.Tensor;
+    const out = {
+      fused: tf.getKernel('ImgclassBatchNormTraining', tf.getBackend()) != null,
+      y: (await y.data()) as Float32Array,
+      loss: (await value.data())[0]!,
+      grads: await Promise.all(vars.map((v) => grads[v.name]!.data())),
+      dx: (await dx.data()) as Float32Array,
+      moving: await Promise.all(layer.getWeights().slice(2).map((w) => w.data())),
+    };
+    layer.dispose();
+    return out;
+  };
+  const cpu = await run('cpu');
+  const fused = await run('onednn');
+  assert.equal(cpu.fused, false);
+  assert.equal(fused.fused, true, 'the oneDNN engine registers the fused kernel');
+  assert.ok(relMaxError(fused.y, cpu.y) < 1e-5, 'output');
+  assert.ok(Math.abs(fused.loss - cpu.loss) < 1e-4 * Math.abs(cpu.loss));
+  fused.grads.forEach((g, i) => assert.ok(relMaxError(g, cpu.grads[i]!) < 1e-4, `gradient of ${['gamma', 'beta'][i]}`));
+  assert.ok(relMaxError(fused.dx, cpu.dx) < 1e-4, 'input gradient (through the batch statistics)');
+  // Three training calls moved the moving mean and variance the same way.
+  fused.moving.forEach((m, i) => assert.ok(relMaxError(m, cpu.moving[i]!) < 1e-5, `moving ${['mean', 'variance'][i]}`));
 });

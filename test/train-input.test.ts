@@ -24,7 +24,7 @@ import {
   trainTransform,
   evalTransform,
 } from '../lib/train/augment';
-import { defaultPreprocessing, normalizeInto, MEAN_RGB, STDDEV_RGB, CROP_PADDING } from '../lib/train/preprocessing';
+import { defaultPreprocessing, checkSettings, normalizeInto, MEAN_RGB, STDDEV_RGB, CROP_PADDING } from '../lib/train/preprocessing';
 import { TrainInput, evalBatches, datasetInfo, findShards, indexRecords, Batch } from '../lib/train/input';
 import { FakeGcs } from './fake-gcs';
 import { tempDir, removeDir, jpeg } from './helpers';
@@ -516,4 +516,21 @@ test('gs:// shards are copied to the cache folder once and read from there; erro
     storage.setGcsClient(undefined);
     await fake.stop();
   }
+});
+
+test('--min_crop_area raises the smallest random crop; the default keeps tensorflow/tpu\'s 0.08 range', () => {
+  const settings = defaultPreprocessing(32);
+  const areas = (s: typeof settings): number[] => {
+    const rng = mulberry32(5);
+    return Array.from({ length: 400 }, () => {
+      const { window: w } = trainCropWindow(280, 280, s, rng);
+      return (w.width * w.height) / (280 * 280);
+    });
+  };
+  const tpu = areas(settings);
+  const gentle = areas({ ...settings, minCropArea: 0.5 });
+  assert.ok(Math.min(...tpu) < 0.2, `default crops reach down to ~0.1 of the image (min ${Math.min(...tpu)})`);
+  assert.ok(Math.min(...gentle) >= 0.5 - 0.01, `min crop area 0.5 respected (min ${Math.min(...gentle)})`);
+  assert.throws(() => checkSettings({ ...settings, minCropArea: 0 }), /min crop area/);
+  assert.throws(() => checkSettings({ ...settings, minCropArea: 1.5 }), /min crop area/);
 });

@@ -29,6 +29,10 @@ interface Addon {
   maxPoolGrad(heap: ArrayBuffer, x: number, dy: number, dx: number, params: Int32Array): void;
   reduceRows(heap: ArrayBuffer, src: number, dst: number, rows: number, cols: number, mean: 0 | 1): void;
   sumSquares(heap: ArrayBuffer, offset: number, count: number): number;
+  bnForward(heap: ArrayBuffer, x: number, scale: number, offset: number, y: number, mean: number, variance: number,
+    rows: number, cols: number, epsilon: number): void;
+  bnBackward(heap: ArrayBuffer, dy: number, x: number, scale: number, mean: number, variance: number, dx: number,
+    dscale: number, doffset: number, rows: number, cols: number, epsilon: number): void;
   weightedSum(out: Float32Array, inputs: Float32Array[], weights: number[]): void;
   momentumUpdate(heap: ArrayBuffer, weights: number, accumulator: number, grad: Float32Array, lr: number,
     momentum: number, nesterov: boolean, weightDecay: number): void;
@@ -110,6 +114,16 @@ const native = new Map<string, tf.KernelConfig>();
 const OURS = Symbol('imgclass-onednn-kernel');
 
 /**
+ * Batch normalisation in training mode as one kernel: inputs x (channels last), scale, offset; attr
+ * varianceEpsilon; outputs [y, batch mean, batch variance (biased)], what tfjs-layers' BatchNormalization
+ * computes with tf.moments and tf.batchNorm in ~12 kernels (and ~20 more for their gradients). Used by
+ * ./batch-norm for layers in training mode when the oneDNN engine is active.
+ */
+export const BATCH_NORM_TRAINING = 'ImgclassBatchNormTraining';
+/** Its gradient: inputs dy, x, scale, mean, variance; outputs [dx, dscale, doffset]. */
+export const BATCH_NORM_TRAINING_GRAD = 'ImgclassBatchNormTrainingGrad';
+
+/**
  * The kernels replaced. Besides the convolutions: MaxPoolGrad (tfjs-wasm's is scalar C++, 30 ms for
  * the ResNet stem's 16x32x32x64 at batch 16, 7 % of a step), and Sum / Mean over all axes but the
  * channels, i.e. batch-norm statistics and their gradients, which tfjs-wasm computes by transposing the
@@ -123,6 +137,8 @@ const KERNELS: [string, (args: KernelArgs) => tf.TensorInfo][] = [
   [tf.MaxPoolGrad, maxPoolGradKernel],
   [tf.Sum, (args) => channelReduceKernel(tf.Sum, args)],
   [tf.Mean, (args) => channelReduceKernel(tf.Mean, args)],
+  [BATCH_NORM_TRAINING, batchNormTrainingKernel as unknown as (args: KernelArgs) => tf.TensorInfo],
+  [BATCH_NORM_TRAINING_GRAD, batchNormTrainingGradKernel as unknown as (args: KernelArgs) => tf.TensorInfo],
 ];
 
 /**
@@ -132,6 +148,7 @@ const KERNELS: [string, (args: KernelArgs) => tf.TensorInfo][] = [
  */
 export function registerOneDnnKernels(): void {
   requireAddon();
+  if (tf.getGradient(BATCH_NORM_TRAINING) !== batchNormTrainingGradConfig) tf.registerGradient(batchNormTrainingGradConfig);
   for (const [kernelName, kernelFunc] of KERNELS) {
     const existing = tf.getKernel(kernelName, BACKEND);
     if (existing && (existing.kernelFunc as unknown as Record<symbol, boolean>)[OURS]) continue;
@@ -382,3 +399,60 @@ export function sumOfSquaresNative(tensors: tf.Tensor[]): number | undefined {
   for (const t of tensors) total += (addon as Addon).sumSquares(heap, b.getMemoryOffset(t.dataId), t.size);
   return total;
 }
+
+function channelsOf(kernel: string, x: tf.TensorInfo, ...perChannel: [string, tf.TensorInfo | undefined][]): { rows: number; cols: number } {
+  if (x.dtype !== 'float32' || x.shape.length < 2) throw new Error(`${kernel}: x must be float32 of rank >= 2, got ${x.dtype} [${x.shape}]`);
+  const cols = x.shape[x.shape.length - 1] as number;
+  const rows = x.shape.slice(0, -1).reduce((p, d) => p * d, 1);
+  for (const [name, t] of perChannel) {
+    if (t == null || t.dtype !== 'float32' || t.shape.length !== 1 || t.shape[0] !== cols) {
+      throw new Error(`${kernel}: ${name} must be float32 [${cols}], got ${t ? `${t.dtype} [${t.shape}]` : 'nothing'}`);
+    }
+  }
+  if (rows === 0 || cols === 0) throw new Error(`${kernel}: empty input [${x.shape}]`);
+  return { rows, cols };
+}
+
+function batchNormTrainingKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
+  const x = inputs.x as tf.TensorInfo;
+  const { rows, cols } = channelsOf(BATCH_NORM_TRAINING, x, ['scale', inputs.scale], ['offset', inputs.offset]);
+  const wb = backend as WasmBackend;
+  const y = wb.makeOutput([...x.shape], 'float32');
+  const mean = wb.makeOutput([cols], 'float32');
+  const variance = wb.makeOutput([cols], 'float32');
+  const off = (t: tf.TensorInfo): number => wb.getMemoryOffset(t.dataId);
+  (addon as Addon).bnForward(wb.wasm.HEAPU8.buffer as ArrayBuffer, off(x), off(inputs.scale as tf.TensorInfo),
+    off(inputs.offset as tf.TensorInfo), off(y), off(mean), off(variance), rows, cols, Number(attrs.varianceEpsilon));
+  return [y, mean, variance];
+}
+
+function batchNormTrainingGradKernel({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
+  const x = inputs.x as tf.TensorInfo;
+  const dy = inputs.dy as tf.TensorInfo;
+  const { rows, cols } = channelsOf(BATCH_NORM_TRAINING_GRAD, x, ['scale', inputs.scale], ['mean', inputs.mean],
+    ['variance', inputs.variance]);
+  sameShape(BATCH_NORM_TRAINING_GRAD, 'dy', dy.shape, x.shape);
+  const wb = backend as WasmBackend;
+  const dx = wb.makeOutput([...x.shape], 'float32');
+  const dscale = wb.makeOutput([cols], 'float32');
+  const doffset = wb.makeOutput([cols], 'float32');
+  const off = (t: tf.TensorInfo): number => wb.getMemoryOffset(t.dataId);
+  (addon as Addon).bnBackward(wb.wasm.HEAPU8.buffer as ArrayBuffer, off(dy), off(x), off(inputs.scale as tf.TensorInfo),
+    off(inputs.mean as tf.TensorInfo), off(inputs.variance as tf.TensorInfo), off(dx), off(dscale), off(doffset), rows, cols,
+    Number(attrs.varianceEpsilon));
+  return [dx, dscale, doffset];
+}
+
+const batchNormTrainingGradConfig: tf.GradConfig = {
+  kernelName: BATCH_NORM_TRAINING,
+  inputsToSave: ['x', 'scale'],
+  outputsToSave: [false, true, true],
+  gradFunc: (dys: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
+    // Only y's gradient matters: the batch statistics feed the moving averages, not the loss.
+    const dy = (Array.isArray(dys) ? dys[0] : dys) as tf.Tensor;
+    const [x, scale, mean, variance] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+    const [dx, dscale, doffset] = tf.engine().runKernel(BATCH_NORM_TRAINING_GRAD, { dy, x, scale, mean, variance },
+      attrs) as tf.Tensor[];
+    return { x: () => dx as tf.Tensor, scale: () => dscale as tf.Tensor, offset: () => doffset as tf.Tensor };
+  },
+};

@@ -151,7 +151,9 @@ export interface TrainCrop {
  * returns the whole image) and when the whole image happened to be drawn.
  */
 export function trainCropWindow(width: number, height: number, settings: PreprocessingSettings, rng: Rng): TrainCrop {
-  const box = sampleDistortedBoundingBox(width, height, rng);
+  const opts = settings.minCropArea === undefined ? RESNET_RANDOM_CROP
+    : { ...RESNET_RANDOM_CROP, areaRange: [settings.minCropArea, 1] as const };
+  const box = sampleDistortedBoundingBox(width, height, rng, opts);
   if (!box || (box.width === width && box.height === height)) {
     return { window: centerCropWindow(width, height, settings), fallback: true };
   }

@@ -41,7 +41,7 @@ export async function runTrainCommand(o: TrainCommandOptions): Promise<void> {
     const r = await train({ ...o, signal: abort.signal, onEvent });
     bar?.stop();
     process.stdout.write(
-      `${r.interrupted ? 'stopped' : 'trained'} to step ${r.step} in ${r.seconds.toFixed(1)} s (${r.imagesPerSecond.toFixed(1)} img/s, ${r.backend} x${r.replicas})` +
+      `${r.interrupted ? 'stopped' : 'trained'} to step ${r.step} in ${r.seconds.toFixed(1)} s (${r.imagesPerSecond.toFixed(1)} img/s, ${r.engine} x${r.replicas})` +
         (r.lastEval ? `; top-1 ${(100 * r.lastEval.top1).toFixed(1)} %` : '') +
         (r.exportPath ? `; export: ${r.exportPath}` : '') + '\n',
     );

@@ -32,6 +32,8 @@ export interface TrainOptions {
   numEvalImages?: number;
   numLabelClasses?: number;
   labelSmoothing?: number;
+  /** Smallest area of the training random crop, as a fraction of the image (default tensorflow/tpu's 0.08). */
+  minCropArea?: number;
   weightDecay?: number;
   /** Learning rate for a batch of 256; scaled linearly with the batch size. */
   baseLearningRate?: number;
@@ -48,6 +50,8 @@ export type TrainEvent =
   | {
       kind: 'start';
       backend: string;
+      /** Which engine trains: tensorflow, onednn, wasm or cpu (onednn runs on the 'wasm' backend). */
+      engine: BackendName;
       backendNote: string;
       replicas: number;
       startStep: number;
@@ -92,6 +96,7 @@ export interface TrainResult {
   /** Training images per second over this run's steps (excluding evaluation). */
   imagesPerSecond: number;
   backend: string;
+  engine: BackendName;
   replicas: number;
 }
 
@@ -138,7 +143,13 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const labels = Array.from({ length: numClasses }, (_, i) => info.labels?.[i] ?? `class_${i}`);
   const modelCfg: ResNetConfig = { depth, numClasses, imageSize, seed };
   const summary = modelSummary(modelCfg);
-  const preprocessing: PreprocessingSettings = defaultPreprocessing(imageSize);
+  if (opts.minCropArea !== undefined && !(opts.minCropArea > 0 && opts.minCropArea <= 1)) {
+    throw new UserError(`--min_crop_area must be a fraction of the image in (0, 1] (tensorflow/tpu uses 0.08), got ${opts.minCropArea}`);
+  }
+  const preprocessing: PreprocessingSettings = {
+    ...defaultPreprocessing(imageSize),
+    ...(opts.minCropArea !== undefined ? { minCropArea: opts.minCropArea } : {}),
+  };
 
   const ckpt = await loadLatestCheckpoint(opts.modelDir);
   if (ckpt) {
@@ -231,6 +242,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     emit({
       kind: 'start',
       backend: pool.backend,
+      engine: pool.engine,
       backendNote: pool.backendNote,
       replicas: pool.size,
       startStep,
@@ -298,6 +310,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       seconds: (Date.now() - started) / 1000,
       imagesPerSecond: trainSeconds > 0 ? trainedImages / trainSeconds : 0,
       backend: pool.backend,
+      engine: pool.engine,
       replicas: pool.size,
     };
   } finally {

@@ -35,6 +35,12 @@ export interface PreprocessingSettings {
   meanRgb: readonly [number, number, number];
   stddevRgb: readonly [number, number, number];
   resize: ResizeMethod;
+  /**
+   * Training only: the smallest area of the random crop, as a fraction of the image (the lower end of
+   * sample_distorted_bounding_box's area_range; tensorflow/tpu uses 0.08, the default). Small images
+   * such as 28x28 Fashion-MNIST learn better with a larger value.
+   */
+  minCropArea?: number;
 }
 
 export function defaultPreprocessing(imageSize: number): PreprocessingSettings {
@@ -59,6 +65,9 @@ export function checkSettings(s: PreprocessingSettings): void {
   }
   if (s.meanRgb.length !== 3 || s.stddevRgb.length !== 3 || s.stddevRgb.some((v) => !(v > 0))) {
     throw new RangeError('meanRgb and stddevRgb must hold 3 numbers each, stddevRgb all > 0');
+  }
+  if (s.minCropArea !== undefined && !(s.minCropArea > 0 && s.minCropArea <= 1)) {
+    throw new RangeError(`min crop area must be a fraction in (0, 1], got ${s.minCropArea}`);
   }
   if (s.resize !== 'bicubic' && s.resize !== 'bilinear') {
     throw new RangeError(`resize must be "bicubic" or "bilinear", got "${String(s.resize)}"`);
