@@ -104,6 +104,7 @@ async function main(): Promise<void> {
       cores,
       backend: all.backend,
       engine: all.note,
+      engine_1_worker: one.note,
       ours_1_worker_img_s: Number(one.img_s.toFixed(2)),
       ours_all_workers_img_s: Number(all.img_s.toFixed(2)),
       scaling: Number((all.img_s / one.img_s).toFixed(2)),
