@@ -13,35 +13,11 @@ import { loadOneDnn, oneDnnKernelsActive, weightedSumNative, sumOfSquaresNative 
 import { buildResNet, decayedWeightNames, inPlaceUpdatableWeightNames, ResNetConfig } from '../lib/model';
 import { copyInto } from '../lib/engine/backend';
 import { withFusedTrainingBatchNorm } from '../lib/engine/batch-norm';
-import { createOptimizer, crossEntropyGradients, weightDecayLoss, FlatEntry } from '../lib/train/recipe';
+import { createOptimizer, crossEntropyGradients, weightDecayLoss, flatEntries, FlatEntry } from '../lib/train/recipe';
+import { values, tensor, relMaxError } from './tensors';
 
 const loaded = loadOneDnn();
 const skip = !loaded.ok && process.env.IMGCLASS_REQUIRE_ONEDNN !== '1' ? loaded.reason : false;
-
-function values(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
-}
-
-function tensor(shape: number[], seed: number): tf.Tensor {
-  return tf.tensor(values(shape.reduce((a, b) => a * b, 1), seed), shape);
-}
-
-function relMaxError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let diff = 0, scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  assert.ok(scale > 0, 'reference is all zeros: the comparison would prove nothing');
-  return diff / scale;
-}
 
 /** Runs `fn` on cpu and on wasm with the oneDNN kernels; returns both results. */
 async function both<T>(fn: () => Promise<T>): Promise<{ cpu: T; onednn: T }> {
@@ -117,12 +93,7 @@ test('in-place optimizer update (oneDNN engine) gives the same bits as the tenso
     await chooseBackend(engine, { threads: 1 });
     const model = buildResNet(cfg);
     const opt = createOptimizer();
-    let offset = 0;
-    const entries: FlatEntry[] = model.trainableWeights.map((w) => {
-      const e = { variable: w.read() as tf.Variable, offset };
-      offset += w.read().size;
-      return e;
-    });
+    const { entries, length: offset } = flatEntries(model);
     const decayed = new Set(decayedWeightNames(model));
     const inPlace = new Set(model.trainableWeights.map((w) => w.name));
     const paths: string[] = [];
@@ -181,12 +152,7 @@ test('training steps with in-place updates follow the tensor-update run exactly 
   const run = (inPlaceAll: boolean): { losses: number[]; weights: Float32Array[]; paths: string[] } => {
     const model = buildResNet({ depth: 18, imageSize: 32, numClasses: 5, seed: 3, widthMultiplier: 0.5 });
     const opt = createOptimizer();
-    let offset = 0;
-    const entries: FlatEntry[] = model.trainableWeights.map((w) => {
-      const e = { variable: w.read() as tf.Variable, offset };
-      offset += w.read().size;
-      return e;
-    });
+    const { entries, length: offset } = flatEntries(model);
     const flat = new Float32Array(offset);
     const decayed = new Set(decayedWeightNames(model));
     const inPlace = new Set(inPlaceAll ? inPlaceUpdatableWeightNames(model) : []);

@@ -15,6 +15,7 @@ import { chooseBackend, wasmBinaryDir } from '../lib/engine/backend';
 import { registerWasmTrainingKernels } from '../lib/engine/wasm-kernels';
 import { loadOneDnn, oneDnnKernelsActive } from '../lib/engine/onednn';
 import { UserError } from '../lib/errors';
+import { values, tensor, relMaxError } from './tensors';
 
 /**
  * The two engines behind the wasm backend. oneDNN needs our addon: where it is not built the oneDNN
@@ -34,36 +35,9 @@ async function useEngine(engine: Engine): Promise<void> {
 
 type Pad = 'same' | 'valid' | number | [[number, number], [number, number], [number, number], [number, number]];
 
-/** Deterministic values in [-0.5, 0.5), so cpu and wasm see bit-identical inputs. */
-function values(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
-}
-
-function tensor(shape: number[], seed: number): tf.Tensor {
-  return tf.tensor(values(shape.reduce((a, b) => a * b, 1), seed), shape);
-}
-
 async function on<T>(backend: string, fn: () => Promise<T>): Promise<T> {
   assert.ok(await tf.setBackend(backend), `backend ${backend} did not start`);
   return fn();
-}
-
-/** max |a - b| / max |b|: 0 for identical, ~1 for unrelated arrays. */
-function relMaxError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let diff = 0, scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  assert.ok(scale > 0, 'reference gradient is all zeros: the comparison would prove nothing');
-  return diff / scale;
 }
 
 /** ||a - b|| / ||b||. */

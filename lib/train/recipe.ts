@@ -246,6 +246,18 @@ export interface FlatEntry {
   offset: number;
 }
 
+/** The model's trainable variables laid end to end in model order, and the floats they take in all. */
+export function flatEntries(model: tf.LayersModel): { entries: FlatEntry[]; length: number } {
+  let length = 0;
+  const entries = model.trainableWeights.map((w) => {
+    const variable = w.read() as tf.Variable;
+    const e = { variable, offset: length };
+    length += variable.size;
+    return e;
+  });
+  return { entries, length };
+}
+
 /** The tpu optimizer: SGD, momentum 0.9, Nesterov. Set the rate every step with setLearningRate. */
 export function createOptimizer(opts: { momentum?: number; learningRate?: number } = {}): NesterovMomentum {
   return new NesterovMomentum(opts.learningRate ?? 0, opts.momentum ?? MOMENTUM);

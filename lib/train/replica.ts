@@ -8,7 +8,7 @@ import { parentPort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { chooseBackend } from '../engine/backend';
 import { buildResNet } from '../model';
-import { crossEntropyGradients, weightDecayLoss, createOptimizer, evaluateBatch, FlatEntry } from './recipe';
+import { crossEntropyGradients, weightDecayLoss, createOptimizer, evaluateBatch, flatEntries } from './recipe';
 import { decayedWeightNames, inPlaceUpdatableWeightNames } from '../model';
 import { copyInto } from '../engine/backend';
 import { normalizeInto } from './preprocessing';
@@ -105,11 +105,7 @@ async function handle(msg: ToReplica): Promise<void> {
     case 'apply': {
       r.optimizer.setLearningRate(msg.lr);
       // Read the variables now: restoring a checkpoint may have replaced them since the last step.
-      const entries: FlatEntry[] = r.model.trainableWeights.map((w, i) => ({
-        variable: w.read() as tf.Variable,
-        offset: (r.trainable[i] as { offset: number }).offset,
-      }));
-      r.optimizer.applyFlat(entries, r.avgGrad, r.init.weightDecay, r.decayed, r.inPlace);
+      r.optimizer.applyFlat(flatEntries(r.model).entries, r.avgGrad, r.init.weightDecay, r.decayed, r.inPlace);
       post({ kind: 'applied', id: msg.id, ...(r.decayLoss !== undefined ? { decayLoss: r.decayLoss } : {}) });
       r.decayLoss = undefined;
       return;
