@@ -1,10 +1,13 @@
 /**
  * Benchmark 2 of issue 3: accuracy. Train a ResNet-18 from scratch on the first 10,000 Fashion-MNIST
  * training images (Debian dataset-fashion-mnist), evaluate on all 10,000 test images every
- * `--eval_every` steps; report the wall time to reach 88 % top-1 and the final accuracy.
- *   npm run build && node dist/bench/accuracy.js [--train_images 10000] [--image_size 32]
- *       [--epochs 8] [--batch 32] [--eval_every_epochs 1] [--base_lr 0.1] [--min_crop_area 0.08]
- *       [--label_smoothing 0]
+ * `--eval_every_epochs`; report the wall time to reach 88 % top-1 and the final accuracy.
+ *   npm run build && node dist/bench/accuracy.js [--train_images 10000] [--image_size 64]
+ *       [--epochs 30] [--batch 64] [--eval_every_epochs 2] [--base_lr 0.4] [--min_crop_area 0.5]
+ *       [--label_smoothing 0] [--weight_decay 1e-4]
+ * The defaults are the README's run that reaches 88 %. Compared with tensorflow/tpu's ImageNet
+ * recipe, the random crop keeps at least half the image (0.08 cost 2.5 points on 28x28 items) and
+ * the base LR is higher (0.4 per 256 images), which a 10,000-image set trains well with.
  * Wall time counts training and evaluation, from the first step (not data preparation).
  */
 import * as fs from 'node:fs';
@@ -16,14 +19,15 @@ import { train } from '../lib/train';
 import { numberArg } from './args';
 
 const TRAIN_IMAGES = numberArg('train_images', 10000);
-const IMAGE_SIZE = numberArg('image_size', 32);
-const EPOCHS = numberArg('epochs', 8);
-const BATCH = numberArg('batch', 32);
-const EVAL_EVERY_EPOCHS = numberArg('eval_every_epochs', 1);
-const BASE_LR = numberArg('base_lr', 0.1);
-/** Smallest random-crop area; 0 means tensorflow/tpu's default (0.08). */
-const MIN_CROP_AREA = numberArg('min_crop_area', 0);
+const IMAGE_SIZE = numberArg('image_size', 64);
+const EPOCHS = numberArg('epochs', 30);
+const BATCH = numberArg('batch', 64);
+const EVAL_EVERY_EPOCHS = numberArg('eval_every_epochs', 2);
+const BASE_LR = numberArg('base_lr', 0.4);
+/** Smallest random-crop area (tensorflow/tpu's default is 0.08). */
+const MIN_CROP_AREA = numberArg('min_crop_area', 0.5);
 const LABEL_SMOOTHING = numberArg('label_smoothing', 0);
+const WEIGHT_DECAY = numberArg('weight_decay', 1e-4);
 const TARGET = 0.88;
 
 /** JPEG folders → CSVs → shards, cached in the temp folder across runs. */
@@ -70,8 +74,9 @@ async function main(): Promise<void> {
     stepsPerEval: Math.max(1, Math.round(EVAL_EVERY_EPOCHS * stepsPerEpoch)),
     stepsPerCheckpoint: trainSteps,
     baseLearningRate: BASE_LR,
-    ...(MIN_CROP_AREA > 0 ? { minCropArea: MIN_CROP_AREA } : {}),
+    minCropArea: MIN_CROP_AREA,
     labelSmoothing: LABEL_SMOOTHING,
+    weightDecay: WEIGHT_DECAY,
     onEvent: (e) => {
       if (e.kind === 'start') t0 = Date.now();
       if (e.kind === 'step' && e.step % 50 === 0) process.stderr.write(`step ${e.step}/${trainSteps} loss ${e.loss.toFixed(3)} ${e.imagesPerSecond.toFixed(1)} img/s\n`);
@@ -92,8 +97,9 @@ async function main(): Promise<void> {
       batch: BATCH,
       epochs: EPOCHS,
       base_lr: BASE_LR,
-      min_crop_area: MIN_CROP_AREA > 0 ? MIN_CROP_AREA : 0.08,
+      min_crop_area: MIN_CROP_AREA,
       label_smoothing: LABEL_SMOOTHING,
+      weight_decay: WEIGHT_DECAY,
       backend: `${r.engine} x${r.replicas}`,
       train_img_s: Number(r.imagesPerSecond.toFixed(1)),
       target_top1: TARGET,

@@ -239,6 +239,35 @@ test('SIGTERM drains: every in-flight request is answered, then the process exit
   await assert.rejects(fetch(`${base}/healthz`), (err: any) => err?.cause?.code === 'ECONNREFUSED');
 });
 
+test('close() waits for the work of requests whose clients hung up before it frees the model', async () => {
+  // A load generator ends its run by dropping its sockets mid-request. The socket is gone at once, but
+  // the handler still decodes and classifies; the model must not be freed under it.
+  const s = await startServer({ modelDir: fx.versionDir, port: 0, batchWaitMs: 20 });
+  const logged: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((chunk: string | Uint8Array, ...rest: any[]) => {
+    logged.push(String(chunk));
+    return (write as any).call(process.stderr, chunk, ...rest);
+  }) as typeof process.stderr.write;
+  try {
+    const n = 16;
+    const data = body(Array.from({ length: n }, (_, i) => images[i % 3]!.bytes));
+    const req = http.request(s.predictUrl, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    req.on('error', () => {});
+    req.end(data);
+    while (s.stats().requests.received < 1) await new Promise((r) => setTimeout(r, 1));
+    req.destroy();
+    const itemsBefore = s.stats().batcher.items;
+    await s.close();
+    assert.equal(s.stats().batcher.items - itemsBefore, n, 'close() returned before the abandoned request\'s images went through the model');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(logged.filter((l) => /imgclass serve|disposed/.test(l)), []);
+  } finally {
+    process.stderr.write = write;
+    await s.close();
+  }
+});
+
 test('close() drains and then refuses new connections', async () => {
   const s = await startServer({ modelDir: fx.versionDir, port: 0, modelName: 'flowers' });
   assert.match(s.predictUrl, /\/v1\/models\/flowers:predict$/);

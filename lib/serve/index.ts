@@ -126,7 +126,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const batcher = new Batcher<Float32Array, Float32Array>((xs) => classifier.classify(xs), { maxBatch, maxWaitMs: batchWaitMs });
   const requests = { received: 0, inFlight: 0, ok: 0, failed: 0 };
   const state = { closing: false };
-  const app = buildApp({ modelName, maxBody, maxBatch, classifier, batcher, requests, state });
+  const handlers = new HandlerCount();
+  const app = buildApp({ modelName, maxBody, maxBatch, classifier, batcher, requests, state, handlers });
 
   try {
     await app.listen({ port, host: opts.host ?? DEFAULT_HOST });
@@ -160,6 +161,10 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         } finally {
           clearInterval(sweep);
         }
+        // app.close() waits for sockets, not handlers: a client that hangs up mid-request (a load
+        // generator ending its run) leaves a handler still decoding, which must finish before the
+        // model is freed.
+        await handlers.idle();
         await batcher.idle();
         if (!opts.loaded) classifier.dispose();
       })()),
@@ -175,6 +180,26 @@ interface AppDeps {
   requests: ServerStats['requests'];
   /** Set when close() begins. */
   state: { closing: boolean };
+  handlers: HandlerCount;
+}
+
+/** Predict handlers still running, whether or not their client is still there. */
+class HandlerCount {
+  private active = 0;
+  private waiters: (() => void)[] = [];
+
+  async track<T>(work: () => Promise<T>): Promise<T> {
+    this.active++;
+    try {
+      return await work();
+    } finally {
+      if (--this.active === 0) for (const w of this.waiters.splice(0)) w();
+    }
+  }
+
+  idle(): Promise<void> {
+    return this.active === 0 ? Promise.resolve() : new Promise((resolve) => this.waiters.push(resolve));
+  }
 }
 
 function buildApp(d: AppDeps): FastifyInstance {
@@ -248,7 +273,8 @@ function buildApp(d: AppDeps): FastifyInstance {
     onRequest: countRequest,
     onResponse: countResponse,
   };
-  const predict = async (req: FastifyRequest): Promise<object> => {
+  const predict = (req: FastifyRequest): Promise<object> => d.handlers.track(() => classifyRequest(req));
+  const classifyRequest = async (req: FastifyRequest): Promise<object> => {
     const instances = readInstances(req.body as PredictBody);
     // Decode every image before failing on one, so no sharp job outlives the request.
     const releases = instances.map(() => d.batcher.expect());
