@@ -12,6 +12,7 @@ import { readNotebook, writeNotebook, type Notebook } from './runner/notebook-io
 import { findDeclarations, hasTag, PARAMETERS_TAG, INJECTED_TAG } from './runner/parameterize';
 import { ERROR_MARKER_TAG } from './runner/execute';
 import { undeployLocal } from './serve/daemon';
+import { WarmKernels } from './runner/warm-kernels';
 
 /** The numbered notebooks of a folder (NN-name.ipynb), in order. */
 export function listNotebooks(dir: string): string[] {
@@ -66,8 +67,10 @@ export async function runNotebookSuite(o: SuiteOptions): Promise<SuiteResult> {
   const results: SuiteResult['results'] = [];
   let failed: string | undefined;
   let undeploy = '';
+  // The next notebook's kernel starts while this one runs (see warm-kernels.ts).
+  const kernels = new WarmKernels();
   try {
-    for (const input of notebooks) {
+    for (const [i, input] of notebooks.entries()) {
       const declared = new Set(declaredParameters(await readNotebook(input)));
       const parameters: Parameters = { work_dir: workDir };
       for (const [k, v] of Object.entries(o.parameters ?? {})) if (declared.has(k)) parameters[k] = v;
@@ -79,6 +82,7 @@ export async function runNotebookSuite(o: SuiteOptions): Promise<SuiteResult> {
         executionTimeout: o.executionTimeout,
         logOutput: o.logOutput,
         progress: false,
+        startKernel: (spec, cwd, startTimeoutMs) => kernels.take(spec, cwd, { warmAnother: i < notebooks.length - 1, startTimeoutMs }),
       });
       results.push({ notebook: input, result });
       o.onDone?.(input, result);
@@ -88,6 +92,7 @@ export async function runNotebookSuite(o: SuiteOptions): Promise<SuiteResult> {
       }
     }
   } finally {
+    await kernels.close();
     try {
       undeploy = (await undeployLocal(workDir)).message;
     } catch (err) {

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { UserError } from '../errors';
 import { dirName, isGcsPath } from '../storage';
 import { executeNotebook, ERROR_MARKER_TAG, type Failure } from './execute';
-import { KernelClient, resolveKernelSpec } from './kernel-client';
+import { KernelClient, resolveKernelSpec, type KernelSpec } from './kernel-client';
 import { readNotebook, writeNotebook, type Notebook, type NotebookPapermillMetadata } from './notebook-io';
 import { findDeclarations, hasTag, parameterizeNotebook, PARAMETERS_TAG } from './parameterize';
 import type { Parameters } from './translator';
@@ -29,6 +29,8 @@ export interface RunNotebookOptions {
   executionTimeout?: number;
   /** Seconds to wait for the kernel to start. Default 60. */
   startTimeout?: number;
+  /** How to get a started kernel; default: start one. A suite passes its WarmKernels here. */
+  startKernel?: (spec: KernelSpec, cwd: string, startTimeoutMs: number) => Promise<KernelClient>;
   /** Write the parameterized notebook without running it. */
   prepareOnly?: boolean;
   /** Echo cell outputs to stdout/stderr as they arrive. */
@@ -138,7 +140,8 @@ export async function runNotebook(opts: RunNotebookOptions): Promise<RunNotebook
   }
   try {
     const res = await executeNotebook(nb, {
-      startKernel: () => KernelClient.start(spec, { cwd, startTimeoutMs: startTimeout * 1000 }),
+      startKernel: () =>
+        opts.startKernel ? opts.startKernel(spec, cwd, startTimeout * 1000) : KernelClient.start(spec, { cwd, startTimeoutMs: startTimeout * 1000 }),
       save: (n) => writeNotebook(opts.output, n),
       executionTimeoutMs: executionTimeout === undefined ? undefined : executionTimeout * 1000,
       logOutput: opts.logOutput,

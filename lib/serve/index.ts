@@ -14,7 +14,7 @@
  * which is the graceful drain SIGTERM needs.
  *
  * Concurrency: images are decoded by sharp on libuv threads, concurrently with the model, which runs
- * on the main thread; concurrent requests meet in the Batcher and share model calls.
+ * on a worker thread (model-thread.ts); concurrent requests meet in the Batcher and share model calls.
  */
 import type { AddressInfo } from 'node:net';
 import Fastify, { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -24,6 +24,7 @@ import { UserError, errorMessage } from '../errors';
 import { DEFAULT_MODEL_NAME } from '../predict';
 import { Batcher, BatcherStats } from './batcher';
 import { argmax, Classifier, makeClassifier } from './classifier';
+import { ModelThread } from './model-thread';
 import { predictBodySchema, PredictBody, readInstances, RequestError, schemaErrorMessage, SchemaError } from './request';
 
 export { DEFAULT_MODEL_NAME };
@@ -120,10 +121,32 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     if (!opts.loaded) loaded.model.dispose();
     throw err;
   }
+  // A model this server loaded runs on a thread of its own (see model-thread.ts); the main thread
+  // keeps its copy only for the checks above and the preprocessing settings. A model the caller
+  // passed in (`loaded`, the notebook's) stays on this thread: it is theirs.
+  let thread: ModelThread | undefined;
+  let backendNote = backend.note;
+  if (!opts.loaded) {
+    try {
+      thread = await ModelThread.start(loaded.path, opts.backend);
+    } finally {
+      classifier.dispose();
+    }
+    backendNote = `${thread.backendNote}; the model runs on its own thread`;
+  }
+  const runModel = (xs: Float32Array[]): Float32Array[] | Promise<Float32Array[]> => (thread ? thread.classify(xs) : classifier.classify(xs));
+  const freeModel = async (): Promise<void> => {
+    if (thread) await thread.dispose();
+  };
   // Warm up: the first call compiles kernels and allocates; a first client should not pay for it.
-  classifier.classify([new Float32Array(classifier.settings.imageSize ** 2 * 3)]);
+  try {
+    await runModel([new Float32Array(classifier.settings.imageSize ** 2 * 3)]);
+  } catch (err) {
+    await freeModel();
+    throw err;
+  }
 
-  const batcher = new Batcher<Float32Array, Float32Array>((xs) => classifier.classify(xs), { maxBatch, maxWaitMs: batchWaitMs });
+  const batcher = new Batcher<Float32Array, Float32Array>(runModel, { maxBatch, maxWaitMs: batchWaitMs });
   const requests = { received: 0, inFlight: 0, ok: 0, failed: 0 };
   const state = { closing: false };
   const handlers = new HandlerCount();
@@ -133,7 +156,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     await app.listen({ port, host: opts.host ?? DEFAULT_HOST });
   } catch (err) {
     await app.close();
-    if (!opts.loaded) classifier.dispose();
+    await freeModel();
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE') throw new UserError(`port ${port} is already in use: stop the other server or pick another --port`);
     if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new UserError(`cannot listen on host "${opts.host}": not an address of this machine (${code})`);
@@ -147,7 +170,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
     modelName,
     version: classifier.version,
     labels: classifier.labels,
-    backendNote: backend.note,
+    backendNote,
     stats: () => ({ requests: { ...requests }, batcher: batcher.stats() }),
     close: () =>
       (closing ??= (async () => {
@@ -166,7 +189,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
         // model is freed.
         await handlers.idle();
         await batcher.idle();
-        if (!opts.loaded) classifier.dispose();
+        await freeModel();
       })()),
   };
 }
