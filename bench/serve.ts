@@ -8,7 +8,7 @@
  * the server's event loop. Default model: an untrained ResNet-18 at 64 px with 5 classes, exported
  * here (speed does not depend on the weights); or --model_dir EXPORT_DIR.
  *
- * Run: npm run bench:serve -- [--seconds 10] [--max_batch 64] [--model_dir DIR]
+ * Run: npm run bench:serve -- [--seconds 10] [--max_batch 64] [--batch_wait_ms N] [--model_dir DIR]
  * Prints one JSON line; goal: ratio_at_32 >= 0.8.
  */
 import * as fsp from 'node:fs/promises';
@@ -37,6 +37,8 @@ const autocannon = require('autocannon') as Autocannon; // eslint-disable-line @
 
 const SECONDS = numberArg('seconds', 10);
 const MAX_BATCH = numberArg('max_batch', 64);
+/** The server's --batch_wait_ms; 0 here means its default. */
+const BATCH_WAIT_MS = numberArg('batch_wait_ms', 0);
 const MODEL_DIR = stringArg('model_dir', '') || undefined;
 const CLIENTS = [1, 8, 32];
 const IMAGE_SIZE = 64;
@@ -77,7 +79,7 @@ async function inProcessRate(modelDir: string, jpeg: Buffer, seconds: number): P
 }
 
 async function startCliServer(modelDir: string): Promise<{ url: string; stop: () => Promise<number | null> }> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--model_dir', modelDir, '--port', '0', '--max_batch', String(MAX_BATCH)], {
+  const child = spawn(process.execPath, [CLI, 'serve', '--model_dir', modelDir, '--port', '0', '--max_batch', String(MAX_BATCH), ...(BATCH_WAIT_MS > 0 ? ['--batch_wait_ms', String(BATCH_WAIT_MS)] : [])], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));

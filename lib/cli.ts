@@ -147,7 +147,7 @@ export function buildProgram(): Command {
       }
     })
     .option('--max-batch <n>', 'most images per request and per model call', wholeNumber(1), DEFAULT_MAX_BATCH)
-    .option('--batch-wait-ms <ms>', 'how long an idle server waits for more images to batch with', wholeNumber(0), DEFAULT_BATCH_WAIT_MS)
+    .option('--batch-wait-ms <ms>', 'how long a batch waits for images still being decoded (a lone request does not wait)', wholeNumber(0), DEFAULT_BATCH_WAIT_MS)
     .option('--backend <name>', 'tensorflow (tfjs-node), onednn, wasm, or cpu; default: the fastest available')
     .action((o: ServeOptions) => runServeCommand(o));
 

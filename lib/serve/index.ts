@@ -32,7 +32,13 @@ export const DEFAULT_PORT = 8501;
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_MAX_BODY = 10 * 1024 * 1024;
 export const DEFAULT_MAX_BATCH = 64;
-export const DEFAULT_BATCH_WAIT_MS = 5;
+/**
+ * How long a batch waits for images that requests have announced and sharp is still decoding. A lone
+ * request never waits (its batch starts once its own image is ready). Measured, not derived: at 32
+ * clients 20 ms served 189 req/s on average against 175 with 5 ms, with a lower p99 (bench:serve,
+ * 4 runs each; the mean batch was 16 images in both).
+ */
+export const DEFAULT_BATCH_WAIT_MS = 20;
 
 export interface ServeOptions {
   /** An export root (newest version folder is served) or one version folder. Ignored when `loaded` is given. */
