@@ -166,6 +166,12 @@ bool getInt(napi_env env, napi_value v, int64_t* out) {
   return napi_get_value_int64(env, v, out) == napi_ok;
 }
 
+bool getDouble(napi_env env, napi_value v, double* out) { return napi_get_value_double(env, v, out) == napi_ok; }
+
+// Whether `bytes` bytes at byte offset `off` lie inside a heap of `heapBytes`: every kernel checks
+// its tensors with this before touching them, since a bad offset would write outside the wasm heap.
+bool inHeap(size_t heapBytes, int64_t off, size_t bytes) { return off >= 0 && size_t(off) + bytes <= heapBytes; }
+
 // conv(kind, heap: ArrayBuffer, a, b, c, bias, params: Int32Array(18))
 //   kind 0 forward:         a = x,  b = filter, c = y   (bias offset or -1)
 //   kind 1 input gradient:  a = dy, b = filter, c = dx
@@ -200,11 +206,10 @@ napi_value Conv(napi_env env, napi_callback_info info) {
   const int32_t* v = key.v;
   const size_t xBytes = size_t(v[0]) * v[1] * v[2] * v[3] * 4, yBytes = size_t(v[0]) * v[4] * v[5] * v[6] * 4,
                wBytes = size_t(v[7]) * v[8] * v[3] * v[6] * 4;
-  auto inHeap = [&](int64_t off, size_t bytes) { return off >= 0 && size_t(off) + bytes <= heapBytes; };
   const size_t sizes[3][3] = {{xBytes, wBytes, yBytes}, {yBytes, wBytes, xBytes}, {xBytes, yBytes, wBytes}};
   if (kind < 0 || kind > 2) return throwError(env, "imgclass_onednn.conv: kind must be 0, 1 or 2");
-  if (!inHeap(a, sizes[kind][0]) || !inHeap(b, sizes[kind][1]) || !inHeap(c, sizes[kind][2]) ||
-      (bias >= 0 && !inHeap(bias, size_t(v[6]) * 4))) {
+  if (!inHeap(heapBytes, a, sizes[kind][0]) || !inHeap(heapBytes, b, sizes[kind][1]) || !inHeap(heapBytes, c, sizes[kind][2]) ||
+      (bias >= 0 && !inHeap(heapBytes, bias, size_t(v[6]) * 4))) {
     return throwError(env, "imgclass_onednn.conv: a tensor lies outside the heap");
   }
   char* base = static_cast<char*>(heap);
@@ -248,6 +253,20 @@ bool heapArg(napi_env env, napi_value v, char** base, size_t* bytes) {
   return true;
 }
 
+// The argument list (heap, n integers, one number) of the batch-norm kernels; false on any mismatch.
+bool heapIntsAndNumber(napi_env env, napi_callback_info info, size_t n, char** base, size_t* heapBytes, int64_t* ints, double* number) {
+  napi_value argv[16];
+  size_t argc = 16;
+  if (n + 2 > argc || napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc != n + 2 ||
+      !heapArg(env, argv[0], base, heapBytes) || !getDouble(env, argv[n + 1], number)) {
+    return false;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!getInt(env, argv[i + 1], &ints[i])) return false;
+  }
+  return true;
+}
+
 // maxPoolGrad(heap, x, dy, dx, params: Int32Array(14))
 napi_value MaxPoolGrad(napi_env env, napi_callback_info info) {
   size_t argc = 5;
@@ -273,8 +292,7 @@ napi_value MaxPoolGrad(napi_env env, napi_callback_info info) {
   std::memcpy(key.v, pdata, sizeof key.v);
   const int32_t* v = key.v;
   const size_t xBytes = size_t(v[0]) * v[1] * v[2] * v[3] * 4, yBytes = size_t(v[0]) * v[4] * v[5] * v[3] * 4;
-  auto inHeap = [&](int64_t off, size_t b) { return off >= 0 && size_t(off) + b <= heapBytes; };
-  if (!inHeap(x, xBytes) || !inHeap(dy, yBytes) || !inHeap(dx, xBytes)) {
+  if (!inHeap(heapBytes, x, xBytes) || !inHeap(heapBytes, dy, yBytes) || !inHeap(heapBytes, dx, xBytes)) {
     return throwError(env, "imgclass_onednn.maxPoolGrad: a tensor lies outside the heap");
   }
   try {
@@ -325,8 +343,7 @@ napi_value ReduceRows(napi_env env, napi_callback_info info) {
       rows < 1 || cols < 1) {
     return throwError(env, "imgclass_onednn.reduceRows: expected (ArrayBuffer, offsets, rows >= 1, cols >= 1, mean)");
   }
-  auto inHeap = [&](int64_t off, size_t b) { return off >= 0 && size_t(off) + b <= heapBytes; };
-  if (!inHeap(src, size_t(rows) * cols * 4) || !inHeap(dst, size_t(cols) * 4)) {
+  if (!inHeap(heapBytes, src, size_t(rows) * cols * 4) || !inHeap(heapBytes, dst, size_t(cols) * 4)) {
     return throwError(env, "imgclass_onednn.reduceRows: a tensor lies outside the heap");
   }
   // A plain loop, not oneDNN's reduction primitive: for this shape (many rows, 64-512 columns) oneDNN
@@ -362,8 +379,6 @@ bool floatArray(napi_env env, napi_value v, float** data, size_t* length) {
   *data = static_cast<float*>(p);  // already advanced by the array's byte offset
   return true;
 }
-
-bool getDouble(napi_env env, napi_value v, double* out) { return napi_get_value_double(env, v, out) == napi_ok; }
 
 // weightedSum(out: Float32Array, inputs: Float32Array[], weights: number[]): out = sum_k weights[k] x inputs[k].
 // The training coordinator's gradient average over replicas (11M floats per replica for ResNet-18):
@@ -427,8 +442,7 @@ napi_value MomentumUpdate(napi_env env, napi_callback_info info) {
       napi_get_value_bool(env, argv[6], &nesterov) != napi_ok || !getDouble(env, argv[7], &wd)) {
     return throwError(env, "imgclass_onednn.momentumUpdate: bad arguments");
   }
-  auto inHeap = [&](int64_t off) { return off >= 0 && size_t(off) + n * 4 <= heapBytes; };
-  if (!inHeap(wOff) || !inHeap(aOff)) return throwError(env, "imgclass_onednn.momentumUpdate: a tensor lies outside the heap");
+  if (!inHeap(heapBytes, wOff, n * 4) || !inHeap(heapBytes, aOff, n * 4)) return throwError(env, "imgclass_onednn.momentumUpdate: a tensor lies outside the heap");
   float* w = reinterpret_cast<float*>(base + wOff);
   float* acc = reinterpret_cast<float*>(base + aOff);
   const float c = -float(lr), mf = float(m), wdf = float(wd);
@@ -450,20 +464,15 @@ napi_value MomentumUpdate(napi_env env, napi_callback_info info) {
 //
 // bnForward(heap, x, scale, offset, y, mean, variance, rows, cols, epsilon)
 napi_value BnForward(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value argv[10];
   char* base = nullptr;
   size_t heapBytes = 0;
-  int64_t o[9];
+  int64_t o[8];
   double eps = 0;
-  bool ok = napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) == napi_ok && argc == 10 &&
-            heapArg(env, argv[0], &base, &heapBytes) && getDouble(env, argv[9], &eps);
-  for (int i = 0; ok && i < 8; i++) ok = getInt(env, argv[i + 1], &o[i]);
-  if (!ok) return throwError(env, "imgclass_onednn.bnForward: bad arguments");
+  if (!heapIntsAndNumber(env, info, 8, &base, &heapBytes, o, &eps)) return throwError(env, "imgclass_onednn.bnForward: bad arguments");
   const int64_t rows = o[6], cols = o[7];
-  auto inHeap = [&](int64_t off, int64_t count) { return off >= 0 && size_t(off) + size_t(count) * 4 <= heapBytes; };
-  if (rows < 1 || cols < 1 || !inHeap(o[0], rows * cols) || !inHeap(o[1], cols) || !inHeap(o[2], cols) ||
-      !inHeap(o[3], rows * cols) || !inHeap(o[4], cols) || !inHeap(o[5], cols)) {
+  auto fits = [&](int64_t off, int64_t count) { return inHeap(heapBytes, off, size_t(count) * 4); };
+  if (rows < 1 || cols < 1 || !fits(o[0], rows * cols) || !fits(o[1], cols) || !fits(o[2], cols) ||
+      !fits(o[3], rows * cols) || !fits(o[4], cols) || !fits(o[5], cols)) {
     return throwError(env, "imgclass_onednn.bnForward: a tensor lies outside the heap");
   }
   const float* x = reinterpret_cast<const float*>(base + o[0]);
@@ -509,21 +518,16 @@ napi_value BnForward(napi_env env, napi_callback_info info) {
 //   dx = scale / sqrt(variance + eps) * (dy - doffset / rows - xhat * dscale / rows)
 // which is the gradient through the batch statistics too (tf.moments then tf.batchNorm).
 napi_value BnBackward(napi_env env, napi_callback_info info) {
-  size_t argc = 12;
-  napi_value argv[12];
   char* base = nullptr;
   size_t heapBytes = 0;
   int64_t o[10];
   double eps = 0;
-  bool ok = napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) == napi_ok && argc == 12 &&
-            heapArg(env, argv[0], &base, &heapBytes) && getDouble(env, argv[11], &eps);
-  for (int i = 0; ok && i < 10; i++) ok = getInt(env, argv[i + 1], &o[i]);
-  if (!ok) return throwError(env, "imgclass_onednn.bnBackward: bad arguments");
+  if (!heapIntsAndNumber(env, info, 10, &base, &heapBytes, o, &eps)) return throwError(env, "imgclass_onednn.bnBackward: bad arguments");
   const int64_t rows = o[8], cols = o[9];
-  auto inHeap = [&](int64_t off, int64_t count) { return off >= 0 && size_t(off) + size_t(count) * 4 <= heapBytes; };
-  if (rows < 1 || cols < 1 || !inHeap(o[0], rows * cols) || !inHeap(o[1], rows * cols) || !inHeap(o[2], cols) ||
-      !inHeap(o[3], cols) || !inHeap(o[4], cols) || !inHeap(o[5], rows * cols) || !inHeap(o[6], cols) ||
-      !inHeap(o[7], cols)) {
+  auto fits = [&](int64_t off, int64_t count) { return inHeap(heapBytes, off, size_t(count) * 4); };
+  if (rows < 1 || cols < 1 || !fits(o[0], rows * cols) || !fits(o[1], rows * cols) || !fits(o[2], cols) ||
+      !fits(o[3], cols) || !fits(o[4], cols) || !fits(o[5], rows * cols) || !fits(o[6], cols) ||
+      !fits(o[7], cols)) {
     return throwError(env, "imgclass_onednn.bnBackward: a tensor lies outside the heap");
   }
   const float* dy = reinterpret_cast<const float*>(base + o[0]);
