@@ -94,7 +94,7 @@ export async function readFile(p: string): Promise<Buffer> {
       return buf;
     } catch (err) {
       if ((err as { code?: number }).code === 404) throw notFound(p);
-      throw err;
+      throw gcsError(err, `reading ${p}`);
     }
   }
   try {
@@ -113,11 +113,15 @@ export async function readText(p: string): Promise<string> {
 export async function exists(p: string): Promise<boolean> {
   if (isGcsPath(p)) {
     const { bucket, key } = parseGcsPath(p);
-    if (key === '' || key.endsWith('/')) return hasObjectsUnder(bucket, key);
-    const [e] = await gcs().bucket(bucket).file(key).exists();
-    // gs:// has no folders, only name prefixes: `gs://b/data` exists, like a local folder, when
-    // objects are named `data/...`.
-    return e || hasObjectsUnder(bucket, `${key}/`);
+    try {
+      if (key === '' || key.endsWith('/')) return await hasObjectsUnder(bucket, key);
+      const [e] = await gcs().bucket(bucket).file(key).exists();
+      // gs:// has no folders, only name prefixes: `gs://b/data` exists, like a local folder, when
+      // objects are named `data/...`.
+      return e || (await hasObjectsUnder(bucket, `${key}/`));
+    } catch (err) {
+      throw gcsError(err, `looking for ${p}`);
+    }
   }
   try {
     await fsp.access(p);
@@ -125,6 +129,18 @@ export async function exists(p: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * A Cloud Storage failure as one line that says what to do (credentials, permission, API), not the
+ * client's JSON dump. Loaded lazily: the cloud module is only needed once gs:// is used.
+ */
+function gcsError(err: unknown, what: string): Error {
+  if (err instanceof UserError) return err;
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { cloudError } = require('./cloud/errors') as typeof import('./cloud/errors');
+  const project = process.env.GOOGLE_CLOUD_PROJECT ?? process.env.CLOUDSDK_CORE_PROJECT ?? 'the project';
+  return cloudError(err, { what, project });
 }
 
 /** Whether any object name starts with `prefix`; one short list request, not a full listing. */
@@ -213,7 +229,9 @@ export async function list(dir: string): Promise<string[]> {
     const { bucket, key } = parseGcsPath(dir);
     const prefix = key === '' || key.endsWith('/') ? key : `${key}/`;
     // getFiles follows nextPageToken until the listing is complete (autoPaginate defaults to on).
-    const [files] = await gcs().bucket(bucket).getFiles({ prefix });
+    const [files] = await gcs().bucket(bucket).getFiles({ prefix }).catch((err: unknown) => {
+      throw gcsError(err, `listing ${dir}`);
+    });
     return files.filter((f) => !isFolderPlaceholder(f.name)).map((f) => `gs://${bucket}/${f.name}`).sort();
   }
   const out: string[] = [];

@@ -15,6 +15,7 @@ import { parseNotebook, serializeNotebook, type Notebook, type CodeCell, type Ou
 import { findDeclarations, hasTag } from '../lib/runner/parameterize';
 import { processAlive } from '../lib/serve/daemon';
 import { VEGA_LITE_MIME } from '../lib/charts';
+import { NOT_YET } from '../lib/backend';
 
 const dir = tempDir('imgclass-notebooks-');
 after(() => removeDir(dir));
@@ -146,21 +147,24 @@ test('all eight notebooks run headless on data-samples (local backend); the serv
   }
 });
 
-test('the gcp backend stops notebook 05 with one clear message', () => {
+test('the gcp backend stops notebook 05 with one clear message until Dataflow lands', () => {
   const out = path.join(dir, 'gcp-05.ipynb');
+  const work = path.join(dir, 'gcp-work');
+  fs.mkdirSync(path.join(work, 'dataset'), { recursive: true });
+  fs.writeFileSync(path.join(work, 'dataset', 'train_set.csv'), 'a.jpg,x\n');
   const r = spawnSync(
     process.execPath,
-    [CLI, 'run-notebook', path.join(NOTEBOOKS_DIR, '05-preprocess-at-scale.ipynb'), out, '-p', 'backend', 'gcp', '-p', 'work_dir', path.join(dir, 'gcp-work')],
+    [CLI, 'run-notebook', path.join(NOTEBOOKS_DIR, '05-preprocess-at-scale.ipynb'), out, '-p', 'backend', 'gcp', '-p', 'work_dir', work, '-p', 'project', 'imgclass-test'],
     { encoding: 'utf8' },
   );
   assert.equal(r.status, 1, r.stderr);
-  assert.match(r.stderr, /gcp backend is not available yet: run with backend = "local"/);
+  assert.match(r.stderr, /preprocessing on Dataflow \(section 5\) is not available yet in the gcp backend/);
   const errors = outputs(read(out)).filter((o) => o.output_type === 'error');
   assert.equal(errors.length, 1);
   const e = errors[0]!;
   assert.ok(e.output_type === 'error');
   assert.equal(e.ename, 'UserError');
-  assert.equal(e.evalue, 'preprocessing on Dataflow: the gcp backend is not available yet: run with backend = "local" (tracked in the cloud issue)');
+  assert.equal(e.evalue, NOT_YET.preprocess);
   assert.deepEqual(e.traceback.filter((l) => /^\s+at /.test(l)), [], 'no stack trace');
 });
 

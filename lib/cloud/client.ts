@@ -127,7 +127,8 @@ export class CloudClient {
   private api<K extends ApiName>(name: K, make: (o: GlobalOptions) => Factories[K]): Factories[K] {
     let a = this.apis.get(name) as Factories[K] | undefined;
     if (!a) {
-      a = make(this.options(name));
+      const o = this.options(name);
+      a = withRootUrl(make(o), o.rootUrl!);
       this.apis.set(name, a);
     }
     return a;
@@ -219,6 +220,27 @@ export class CloudClient {
       throw cloudError(err, { what: spec.what, project: this.project, identity: await this.callerIdentity().catch(() => undefined) }, lastUrl);
     }
   }
+}
+
+/**
+ * The API object with `rootUrl` in every method call's options. googleapis builds a method's URL from
+ * the per-call rootUrl (else Google's host) and then re-roots only its path on the API-level rootUrl,
+ * as an absolute path: a root with a path of its own (a proxy's http://host/aiplatform/) would lose it.
+ */
+function withRootUrl<T extends object>(api: T, rootUrl: string): T {
+  const wrap = <U extends object>(obj: U): U =>
+    new Proxy(obj, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        if (typeof v === 'function') {
+          return (params?: unknown, options?: MethodOptions, ...rest: unknown[]) =>
+            (v as (...a: unknown[]) => unknown).call(target, params, { ...(options ?? {}), rootUrl }, ...rest);
+        }
+        if (v && typeof v === 'object' && prop !== 'context') return wrap(v as object);
+        return v;
+      },
+    });
+  return wrap(api);
 }
 
 function requestBody(prepared: { body?: unknown; data?: unknown }): unknown {

@@ -411,18 +411,40 @@ export async function undeployFromVertex(c: CloudClient, o: VertexUndeployOption
       );
       await waitForOperation(c, op, { what, get: (n, opts) => c.aiplatform().projects.locations.operations.get({ name: n }, opts) });
       lines.push(`deleted endpoint ${name}`);
-      for (const d of deployed) {
-        const m = d.model ? await getModel(c, d.model) : undefined;
-        if (!m?.name || m.labels?.[IMGCLASS_LABEL] !== 'model') continue;
-        const mWhat = `deleting model ${m.name}`;
-        const mop = await c.call<Operation>(
-          { what: mWhat, gcloud: `gcloud ai models delete ${idOf(m.name)} --project=${c.project} --region=${c.region} --quiet`, retryPost: true, dryRun: dryRunOperation({}) },
-          (opts) => c.aiplatform().projects.locations.models.delete({ name: m.name! }, opts),
-        );
-        await waitForOperation(c, mop, { what: mWhat, get: (n, opts) => c.aiplatform().projects.locations.operations.get({ name: n }, opts) });
-        lines.push(`deleted model ${m.name}`);
-      }
     }
   }
+  if (o.delete) lines.push(...(await deleteModels(c, o.modelName, found.flatMap((e) => e.deployedModels ?? []))));
   return lines.join('\n');
+}
+
+/**
+ * The models imgclass uploaded under `displayName` (found by our label, so a model someone else
+ * uploaded is never touched), plus those the endpoint served; each deleted.
+ */
+async function deleteModels(c: CloudClient, displayName: string, deployed: DeployedModel[]): Promise<string[]> {
+  const listed = await c.call<aiplatform_v1.Schema$GoogleCloudAiplatformV1ListModelsResponse>(
+    {
+      what: `looking for the models imgclass uploaded as "${displayName}"`,
+      gcloud: `gcloud ai models list --project=${c.project} --region=${c.region} --filter=labels.${IMGCLASS_LABEL}=model`,
+      dryRun: { models: [] },
+    },
+    (o) => c.aiplatform().projects.locations.models.list({ parent: locationName(c), filter: `labels.${IMGCLASS_LABEL}="model"` }, o),
+  );
+  const names = new Set((listed.models ?? []).filter((m) => m.displayName === displayName && m.name).map((m) => m.name!));
+  for (const d of deployed) {
+    if (!d.model || [...names].some((n) => idOf(n) === idOf(d.model))) continue;
+    const m = await getModel(c, d.model);
+    if (m?.name && m.labels?.[IMGCLASS_LABEL] === 'model') names.add(m.name);
+  }
+  const lines: string[] = [];
+  for (const name of names) {
+    const what = `deleting model ${name}`;
+    const op = await c.call<Operation>(
+      { what, gcloud: `gcloud ai models delete ${idOf(name)} --project=${c.project} --region=${c.region} --quiet`, retryPost: true, dryRun: dryRunOperation({}) },
+      (opts) => c.aiplatform().projects.locations.models.delete({ name }, opts),
+    );
+    await waitForOperation(c, op, { what, get: (n, opts) => c.aiplatform().projects.locations.operations.get({ name: n }, opts) });
+    lines.push(`deleted model ${name}`);
+  }
+  return lines;
 }
