@@ -53,7 +53,8 @@ export async function knownIdentity(env: NodeJS.ProcessEnv = process.env): Promi
  * private endpoint needs the token as much as Google does).
  */
 export function storageOptions(env: NodeJS.ProcessEnv = process.env): StorageOptions {
-  const opts: StorageOptions = {};
+  // No request may hang: 10 minutes is a whole shard upload on a slow link, not a stuck socket's forever.
+  const opts: StorageOptions = { timeout: 600_000 };
   const override = apiOverride('STORAGE', env);
   if (override && !env.STORAGE_EMULATOR_HOST) {
     opts.apiEndpoint = override.replace(/\/+$/, '');
