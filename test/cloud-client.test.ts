@@ -57,6 +57,17 @@ test('requests go to the override root with GOOGLE_OAUTH_ACCESS_TOKEN as the bea
   await assert.rejects(listEndpoints(bad), (e: unknown) => e instanceof UserError && /credentials were refused/.test(e.message) && /gcloud auth application-default login/.test(e.message));
 });
 
+test('an override root with a path of its own (a proxy\'s http://host/aiplatform/) keeps its path', async () => {
+  const root = `${fake.root}aiplatform/`;
+  const before = fake.requests.length;
+  const { c } = client({ env: { ...fake.env(), CLOUDSDK_API_ENDPOINT_OVERRIDES_AIPLATFORM: root } });
+  await listEndpoints(c);
+  const sent = fake.requests.slice(before);
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0]!.methodId, LIST);
+  assert.equal(sent[0]!.rejected, undefined);
+});
+
 test('429, 503 and a reset connection are retried with backoff; a GET then succeeds', async () => {
   for (const kind of [429, 503, 'RESET'] as const) {
     const n = seen(LIST);
