@@ -144,7 +144,11 @@ export async function exportModel(model: tfl.LayersModel, exportDir: string, opt
     return dest;
   }
 
-  await fsp.mkdir(exportDir, { recursive: true });
+  try {
+    await fsp.mkdir(exportDir, { recursive: true });
+  } catch (err) {
+    throw storage.writeError(err, exportDir);
+  }
   const tmp = path.join(exportDir, `.tmp-export-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
   try {
     await fsp.mkdir(tmp);
@@ -164,8 +168,9 @@ export async function exportModel(model: tfl.LayersModel, exportDir: string, opt
       version++;
     }
   } catch (err) {
-    await fsp.rm(tmp, { recursive: true, force: true });
-    throw err;
+    await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    // Named for the version folder the user will look for, not the temporary one it was written in.
+    throw storage.writeError(err, path.join(exportDir, String(version)));
   }
 }
 

@@ -7,6 +7,7 @@
 import * as os from 'node:os';
 import * as storage from '../storage';
 import { UserError } from '../errors';
+import { lockFolder, withLock } from '../folder-lock';
 import { modelSummary, ResNetConfig } from '../model';
 import { learningRate } from './recipe';
 import { TrainInput, evalBatches, datasetInfo, InputState } from './input';
@@ -117,7 +118,12 @@ function positive(name: string, v: number, min = 1): void {
   if (!Number.isInteger(v) || v < min) throw new UserError(`--${name} must be a whole number ≥ ${min}, got ${v}`);
 }
 
+/** Train; one run per model_dir at a time: a second one stops at once (lib/folder-lock.ts). */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
+  return withLock(lockFolder(opts.modelDir, { command: 'imgclass train', what: 'model_dir' }), () => trainLocked(opts));
+}
+
+async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
   const started = Date.now();
   const depth = opts.resnetDepth ?? 18;
   const imageSize = opts.imageSize ?? 64;
