@@ -233,7 +233,7 @@ async function acquire(target: string, dir: string, prefix: string, opts: LockOp
   if (local) {
     createdDir = !fs.existsSync(dir);
     await fsp.mkdir(dir, { recursive: true }).catch((err: unknown) => {
-      throw storage.writeError(err, dir);
+      throw storage.writeError(err, target);
     });
   }
   const claim = storage.joinPath(dir, `${prefix}${process.pid}-${crypto.randomBytes(4).toString('hex')}.json`);
@@ -277,7 +277,8 @@ async function acquire(target: string, dir: string, prefix: string, opts: LockOp
         await writeClaim(claim, record);
       } catch (err) {
         await giveUp();
-        throw storage.writeError(err, claim);
+        // A folder that cannot take a small lock file cannot take the outputs either: say so about them.
+        throw storage.writeError(err, target);
       }
       const after = await survey();
       if (after.live.length === 0) {

@@ -232,7 +232,7 @@ async function preprocessLocked(opts: PreprocessOptions): Promise<PreprocessResu
     };
   } catch (err) {
     if (writer) await writer.abort();
-    throw err;
+    throw stagedAsFinal(err, staging, opts.outputDir);
   } finally {
     await pool.destroy();
     if (staging) {
@@ -240,6 +240,17 @@ async function preprocessLocked(opts: PreprocessOptions): Promise<PreprocessResu
       if (staging.createdOutputDir) await fsp.rmdir(opts.outputDir).catch(() => undefined);
     }
   }
+}
+
+/**
+ * A failed write of a staged shard, told about the output it was to become: locally the staging
+ * folder is inside outputDir (same disk, same permissions). For gs:// outputs the staging folder is
+ * the OS temp folder, which is then what is full, so the error stays as it is.
+ */
+function stagedAsFinal(err: unknown, staging: Staging | undefined, outputDir: string): unknown {
+  if (!(err instanceof storage.WriteError) || !staging || storage.isGcsPath(outputDir)) return err;
+  if (!err.path.startsWith(staging.dir + path.sep)) return err;
+  return new storage.WriteError(storage.joinPath(outputDir, path.relative(staging.dir, err.path)), err.code);
 }
 
 function emptySplitReport(csv: string, rows: number, labels: string[]): SplitReport {

@@ -159,7 +159,12 @@ async function deployLocked(opts: DeployLocalOptions): Promise<Deployment> {
   const args = [cli, 'serve', '--model_dir', exportDir, '--port', String(port), '--model_name', modelName];
   if (opts.host) args.push('--host', opts.host);
   if (opts.backend) args.push('--backend', opts.backend);
-  const fd = fs.openSync(log, 'w');
+  let fd: number;
+  try {
+    fd = fs.openSync(log, 'w');
+  } catch (err) {
+    throw storage.writeError(err, log);
+  }
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   let child: ReturnType<typeof spawn>;
   try {

@@ -240,6 +240,7 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
     return r;
   };
 
+  let failed = false;
   try {
     if (ckpt) {
       await pool.setState(ckpt.weights, ckpt.optimizer);
@@ -319,11 +320,20 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
       engine: pool.engine,
       replicas: pool.size,
     };
+  } catch (err) {
+    failed = true;
+    throw err;
   } finally {
-    await input.close();
-    await pool.close();
-    await metrics.close();
-    await tbTrain.close();
-    await tbEval.close();
+    // Every close runs; when the run already failed (a full disk, say), a second error from closing
+    // must not replace the first.
+    let closeError: unknown;
+    for (const close of [() => input.close(), () => pool.close(), () => metrics.close(), () => tbTrain.close(), () => tbEval.close()]) {
+      try {
+        await close();
+      } catch (err) {
+        closeError ??= err;
+      }
+    }
+    if (closeError !== undefined && !failed) throw closeError;
   }
 }
