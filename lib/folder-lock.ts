@@ -105,16 +105,21 @@ export async function withLock<T>(lock: Promise<FolderLock>, fn: () => Promise<T
   }
 }
 
-/** The pid's start time (clock ticks after boot), or undefined without /proc. */
-function pidStartTicks(pid: number): number | undefined {
+/** /proc/PID/stat's state letter and start time (clock ticks after boot); undefined without /proc. */
+function procStat(pid: number): { state: string; start: number | undefined } | undefined {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Fields after "(comm)", which may itself hold spaces: state is field 3, starttime field 22.
-    const v = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-    return Number.isFinite(v) ? v : undefined;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const start = Number(fields[19]);
+    return { state: fields[0] ?? '', start: Number.isFinite(start) ? start : undefined };
   } catch {
     return undefined;
   }
+}
+
+function pidStartTicks(pid: number): number | undefined {
+  return procStat(pid)?.start;
 }
 
 function shortArgv(): string {
@@ -139,8 +144,10 @@ function staleReason(c: FoundClaim, staleAfterMs: number, now: number): string |
   if (!r) return now - c.touchedMs > UNREADABLE_GRACE_MS ? 'its lock file is unreadable' : undefined;
   if (r.host === os.hostname()) {
     if (!storage.processAlive(r.pid)) return 'which no longer runs';
-    const start = pidStartTicks(r.pid);
-    if (r.pid_start !== undefined && start !== undefined && start !== r.pid_start) return 'which no longer runs (its pid now belongs to another process)';
+    const stat = procStat(r.pid);
+    // A killed process its parent has not reaped yet still answers kill(pid, 0), but it has ended.
+    if (stat?.state === 'Z') return 'which no longer runs';
+    if (r.pid_start !== undefined && stat?.start !== undefined && stat.start !== r.pid_start) return 'which no longer runs (its pid now belongs to another process)';
     return undefined;
   }
   const age = now - c.touchedMs;
@@ -148,7 +155,8 @@ function staleReason(c: FoundClaim, staleAfterMs: number, now: number): string |
   return undefined;
 }
 
-async function listClaims(dir: string, prefix: string): Promise<FoundClaim[]> {
+/** Claims in `dir` other than `own`, each read. */
+async function listClaims(dir: string, prefix: string, own: string): Promise<FoundClaim[]> {
   const isClaim = (name: string): boolean => name.startsWith(prefix) && name.endsWith('.json');
   const out: FoundClaim[] = [];
   if (storage.isGcsPath(dir)) {
@@ -158,6 +166,7 @@ async function listClaims(dir: string, prefix: string): Promise<FoundClaim[]> {
     for (const f of files) {
       if (!isClaim(path.posix.basename(f.name))) continue;
       const p = `gs://${bucket}/${f.name}`;
+      if (p === own) continue;
       const touchedMs = Date.parse(String(f.metadata.updated ?? f.metadata.timeCreated ?? '')) || 0;
       out.push({ path: p, touchedMs, record: await readRecord(p) });
     }
@@ -172,6 +181,7 @@ async function listClaims(dir: string, prefix: string): Promise<FoundClaim[]> {
   }
   for (const name of names.filter(isClaim)) {
     const p = path.join(dir, name);
+    if (p === own) continue;
     let touchedMs: number;
     try {
       touchedMs = (await fsp.stat(p)).mtimeMs;
@@ -252,8 +262,7 @@ async function acquire(target: string, dir: string, prefix: string, opts: LockOp
     const now = Date.now();
     const live: FoundClaim[] = [];
     const stale: [FoundClaim, string][] = [];
-    for (const c of await listClaims(dir, prefix)) {
-      if (c.path === claim) continue;
+    for (const c of await listClaims(dir, prefix, claim)) {
       const why = staleReason(c, staleAfterMs, now);
       if (why) stale.push([c, why]);
       else live.push(c);

@@ -207,9 +207,10 @@ test('imgclass preprocess, deploy and run-notebook refuse a folder or output not
     const busy = runCli(c.args);
     assert.equal(busy.status, 2, busy.stderr);
     assert.match(busy.stderr, new RegExp(`^imgclass: ${c.what} ${c.target} is in use by another ${c.command} \\(pid ${child.pid} on host`), c.command);
+    // Not reaped yet while spawnSync blocks this process: a zombie, which must count as gone.
     child.kill('SIGKILL');
-    await exited(child);
     const after = runCli(c.args);
+    await exited(child);
     assert.match(after.stderr, new RegExp(`warning: took over the lock on ${c.what} ${c.target} from ${c.command} \\(pid ${child.pid}`), after.stderr);
     assert.deepEqual(claims(path.dirname(verdict.claim!)), [], `${c.command} released its lock`);
     if (c.what === 'work folder') {
