@@ -335,7 +335,7 @@ export class TFRecordWriter {
       const fh = await fsp.open(tmp, 'wx');
       return new TFRecordWriter(dest, tmp, fh);
     } catch (err) {
-      throw storage.writeError(err, dest);
+      throw storage.writeError(err, storage.isGcsPath(dest) ? os.tmpdir() : dest);
     }
   }
 
@@ -361,7 +361,7 @@ export class TFRecordWriter {
       this.pending = [];
       this.pendingBytes = 0;
       this.writing = this.writing.then(() => writeAll(this.fh, chunk)).catch((err: unknown) => {
-        throw storage.writeError(err, this.path);
+        throw this.failure(err);
       });
     }
     return this.writing;
@@ -378,7 +378,7 @@ export class TFRecordWriter {
       await storage.commitFile(this.tmpPath, this.path);
     } catch (err) {
       await this.discard();
-      throw storage.writeError(err, this.path);
+      throw this.failure(err);
     }
   }
 
@@ -389,6 +389,11 @@ export class TFRecordWriter {
     this.pending = [];
     await this.writing.catch(() => undefined);
     await this.discard();
+  }
+
+  /** A failed write, about the file the user named; for gs:// the local temporary is what did not fit. */
+  private failure(err: unknown): unknown {
+    return storage.writeError(err, storage.isGcsPath(this.path) ? this.tmpPath : this.path);
   }
 
   private async discard(): Promise<void> {

@@ -47,7 +47,7 @@ export class MetricsLog {
     }
     // 'a+': appends always go to the end; reads are needed to find a partial last line.
     const fh = await fsp.open(local, 'a+').catch((err: unknown) => {
-      throw storage.writeError(err, p);
+      throw storage.writeError(err, local);
     });
     try {
       await dropPartialLastLine(fh);
@@ -68,7 +68,7 @@ export class MetricsLog {
     const run = this.chain.then(async () => {
       // One write of the whole line: with O_APPEND a kill cannot interleave or split earlier lines.
       const { bytesWritten } = await this.fh.write(line, 0, line.length, null).catch((err: unknown) => {
-        throw storage.writeError(err, this.path);
+        throw storage.writeError(err, this.localPath);
       });
       if (bytesWritten !== line.length) {
         throw new Error(`short write to ${this.localPath}: ${bytesWritten} of ${line.length} bytes`);

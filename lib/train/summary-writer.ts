@@ -82,7 +82,7 @@ export class SummaryWriter {
       // 'ax': a new file, every write appended at its end.
       fh = await fsp.open(local, 'ax');
     } catch (err) {
-      throw storage.writeError(err, dest);
+      throw storage.writeError(err, local);
     }
     const writer = new SummaryWriter(dest, local, fh);
     writer.pending.push(frameRecord(encodeFileVersionEvent(wallTime)));
@@ -127,7 +127,7 @@ export class SummaryWriter {
           await writeAll(this.fh, chunk);
           await this.fh.datasync();
         } catch (err) {
-          throw storage.writeError(err, this.path);
+          throw storage.writeError(err, this.localPath);
         }
         this.uploadDue = storage.isGcsPath(this.path);
       }
