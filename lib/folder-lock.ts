@@ -26,7 +26,8 @@
  *
  * Written here rather than taken from a library: proper-lockfile and lockfile judge staleness by
  * mtime alone (a killed run would block for the whole timeout), know nothing of gs://, and their
- * take-over removes the lock name, which two processes taking over at once can both do.
+ * take-over removes the lock name, which two processes taking over at once can both do
+ * (moxystudio/node-proper-lockfile#121, npm/lockfile#4).
  */
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -289,10 +290,19 @@ async function acquire(target: string, dir: string, prefix: string, opts: LockOp
         // A folder that cannot take a small lock file cannot take the outputs either: say so about them.
         throw storage.writeError(err, target);
       }
-      const after = await survey();
+      let after: Awaited<ReturnType<typeof survey>>;
+      try {
+        after = await survey();
+        if (after.live.length === 0) {
+          record.state = 'held';
+          await writeClaim(claim, record);
+        }
+      } catch (err) {
+        await removeClaim(claim);
+        await giveUp();
+        throw storage.writeError(err, target);
+      }
       if (after.live.length === 0) {
-        record.state = 'held';
-        await writeClaim(claim, record);
         for (const [c, why] of after.stale) {
           warn(`took over the lock on ${opts.what} ${target} from ${describe(c)}, ${why}`);
           await removeClaim(c.path);
