@@ -125,6 +125,21 @@ test("a dead process's lock, a reused pid's and another host's abandoned one are
   assert.deepEqual(claims(dir), []);
 });
 
+/** Wait (at most 20 s) until `check` holds; false when it never does. */
+async function eventually(check: () => boolean): Promise<boolean> {
+  for (let i = 0; i < 400 && !check(); i++) await new Promise((r) => setTimeout(r, 50));
+  return check();
+}
+
+test('a holder keeps its lock fresh, so a process on another host does not take it over while it runs', async () => {
+  const dir = path.join(work, 'refresh');
+  const l = await lockFolder(dir, { ...opts(), refreshMs: 100 });
+  const old = new Date(Date.now() - 3600_000);
+  fs.utimesSync(l.claim, old, old);
+  assert.ok(await eventually(() => Date.now() - fs.statSync(l.claim).mtimeMs < 60_000), 'the claim was touched again');
+  await l.release();
+});
+
 test('four processes taking over one stale lock at the same moment: exactly one wins', async () => {
   const dir = path.join(work, 'race');
   for (let round = 0; round < 3; round++) {
@@ -237,6 +252,12 @@ test('gs:// folders: claims are objects beside the outputs; refused while held, 
     assert.match(keys[0]!, /^runs\/model\/\.imgclass-lock-\d+-[0-9a-f]{8}\.json$/);
     await assert.rejects(lockFolder(dir, opts()), new RegExp(`model_dir ${dir} is in use by another imgclass train \\(pid ${process.pid}`));
     await a.release();
+
+    // The holder refreshes its claim by writing it again (which renews the object's `updated`).
+    const r = await lockFolder(dir, { ...opts(), refreshMs: 100 });
+    const key = r.claim.slice('gs://lockb/'.length);
+    assert.ok(await eventually(() => fake.requests.filter((q) => q.op === 'insert' && q.object === key).length >= 3), 'claim, held, then a refresh');
+    await r.release();
     assert.deepEqual(fake.keys('lockb'), []);
 
     const rec = (r: Partial<LockRecord>): string => JSON.stringify({ host: os.hostname(), command: 'imgclass train', argv: 'x', started: new Date().toISOString(), state: 'held', ...r });

@@ -47,7 +47,7 @@ function mountsUnavailable(): string | undefined {
   }
 }
 const NO_MOUNTS = mountsUnavailable();
-if (NO_MOUNTS) process.stderr.write(`# write-failures: the real-mount variants are skipped: ${NO_MOUNTS}; the injected ones run\n`);
+if (NO_MOUNTS) process.stderr.write(`write-failures: the real-mount variants are skipped: ${NO_MOUNTS}; the injected ones run\n`);
 
 let work: string;
 const mounts: string[] = [];
