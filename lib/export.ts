@@ -140,7 +140,18 @@ export async function exportModel(model: tfl.LayersModel, exportDir: string, opt
   if (storage.isGcsPath(exportDir)) {
     while (await storage.exists(storage.joinPath(exportDir, `${version}/`))) version++;
     const dest = storage.joinPath(exportDir, String(version));
-    for (const [name, data] of files) await storage.writeFile(storage.joinPath(dest, name), data);
+    const written: string[] = [];
+    try {
+      for (const [name, data] of files) {
+        const p = storage.joinPath(dest, name);
+        await storage.writeFile(p, data);
+        written.push(p);
+      }
+    } catch (err) {
+      // Loaders skip a version without model.json, but its weights would stay behind unused.
+      for (const p of written) await storage.remove(p).catch(() => undefined);
+      throw err;
+    }
     return dest;
   }
 

@@ -21,7 +21,9 @@ import { exportModel, loadExport } from '../lib/export';
 import { preprocess } from '../lib/preprocess';
 import { runNotebook } from '../lib/runner';
 import { writeNotebook, type Notebook } from '../lib/runner/notebook-io';
+import { File as GcsFile } from '@google-cloud/storage';
 import { injectWriteFailure } from './inject-write-failure';
+import { useFakeGcs, uploadOrder } from './fake-gcs';
 import { tempDir, removeDir, REPO_ROOT, CLI } from './helpers';
 
 const SAMPLES = path.join(REPO_ROOT, 'data-samples');
@@ -355,4 +357,24 @@ test('imgclass train whose checkpoint write fails (injected ENOSPC): exit 2 nami
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, new RegExp(`^imgclass: cannot write ${esc(path.join(modelDir, 'ckpt-00000004.bin'))}: ${MESSAGE.ENOSPC}`, 'm'));
   assert.doesNotMatch(r.stderr, /internal error/);
+});
+
+test('gs://: an export whose upload fails part-way leaves no objects of that version behind', async () => {
+  const gcs = await useFakeGcs('wf-bucket');
+  // The upload of meta.json fails as a quota or permission error would; the objects before it went up.
+  const save = GcsFile.prototype.save;
+  GcsFile.prototype.save = function (this: GcsFile, ...args: Parameters<GcsFile['save']>) {
+    if (this.name.endsWith('/meta.json')) return Promise.reject(Object.assign(new Error('Quota exceeded for uploads'), { code: 429 }));
+    return save.apply(this, args);
+  } as GcsFile['save'];
+  const model = denseModel(4, 3, 3);
+  try {
+    await assert.rejects(exportModel(model, 'gs://wf-bucket/export', { labels: ['a', 'b', 'c'], preprocessing: {} }), /Quota exceeded/);
+    assert.ok(uploadOrder(gcs).some((n) => n.endsWith('/labels.txt')), 'some files were uploaded before the failure');
+    assert.deepEqual(gcs.keys('wf-bucket'), []);
+  } finally {
+    GcsFile.prototype.save = save;
+    model.dispose();
+    await gcs.done();
+  }
 });
