@@ -140,11 +140,26 @@ export async function exportModel(model: tfl.LayersModel, exportDir: string, opt
   if (storage.isGcsPath(exportDir)) {
     while (await storage.exists(storage.joinPath(exportDir, `${version}/`))) version++;
     const dest = storage.joinPath(exportDir, String(version));
-    for (const [name, data] of files) await storage.writeFile(storage.joinPath(dest, name), data);
+    const written: string[] = [];
+    try {
+      for (const [name, data] of files) {
+        const p = storage.joinPath(dest, name);
+        await storage.writeFile(p, data);
+        written.push(p);
+      }
+    } catch (err) {
+      // Loaders skip a version without model.json, but its weights would stay behind unused.
+      for (const p of written) await storage.remove(p).catch(() => undefined);
+      throw err;
+    }
     return dest;
   }
 
-  await fsp.mkdir(exportDir, { recursive: true });
+  try {
+    await fsp.mkdir(exportDir, { recursive: true });
+  } catch (err) {
+    throw storage.writeError(err, exportDir);
+  }
   const tmp = path.join(exportDir, `.tmp-export-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
   try {
     await fsp.mkdir(tmp);
@@ -164,8 +179,9 @@ export async function exportModel(model: tfl.LayersModel, exportDir: string, opt
       version++;
     }
   } catch (err) {
-    await fsp.rm(tmp, { recursive: true, force: true });
-    throw err;
+    await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    // Named for the version folder the user will look for, not the temporary one it was written in.
+    throw storage.writeError(err, path.join(exportDir, String(version)));
   }
 }
 

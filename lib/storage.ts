@@ -175,9 +175,40 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/** What each errno of a failed write means for the user, and what to do about it. */
+const WRITE_FAILURES: Record<string, string> = {
+  ENOSPC: 'no space left on the device; free some space (or choose a folder on another disk) and run again',
+  EDQUOT: 'the disk quota is used up; free some space (or choose a folder on another disk) and run again',
+  EACCES: "permission denied; check the folder's permissions (ls -ld) or choose a folder you can write to",
+  EPERM: "permission denied; check the folder's permissions (ls -ld) or choose a folder you can write to",
+  EROFS: 'the folder is on a read-only file system; choose a writable folder (or remount it read-write)',
+};
+
+/** A write that failed for a reason the user can fix (full disk, permissions, read-only folder). */
+export class WriteError extends UserError {
+  constructor(
+    readonly path: string,
+    readonly code: string,
+  ) {
+    super(`cannot write ${path}: ${WRITE_FAILURES[code] ?? code} (${code})`);
+    this.name = 'UserError';
+  }
+}
+
+/**
+ * `err` as a WriteError naming `p` when it is a full disk, a permission or a read-only folder (a
+ * WriteError about a temporary file is renamed to the file the user asked for); anything else as is.
+ */
+export function writeError(err: unknown, p: string): unknown {
+  if (err instanceof WriteError) return new WriteError(p, err.code);
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && code in WRITE_FAILURES ? new WriteError(p, code) : err;
+}
+
 /**
  * Write a whole file. Local: to a temporary sibling, fsync, then rename, so readers see the old
- * file or the new one, never a part. gs://: an object upload is already all-or-nothing.
+ * file or the new one, never a part; when the write fails (full disk, read-only folder) the
+ * temporary goes and the old file stays. gs://: an object upload is already all-or-nothing.
  */
 export async function writeFile(p: string, data: Uint8Array | string, opts: WriteOptions = {}): Promise<void> {
   const alreadyThere = (): UserError => new UserError(`${p} already exists; pass --overwrite (overwrite: true) to replace it`);
@@ -191,26 +222,33 @@ export async function writeFile(p: string, data: Uint8Array | string, opts: Writ
     return;
   }
   if (!opts.overwrite && (await exists(p))) throw alreadyThere();
-  await fsp.mkdir(path.dirname(p), { recursive: true });
-  const tmp = tempSibling(p);
   try {
-    const fh = await fsp.open(tmp, 'w');
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await fsp.mkdir(path.dirname(p), { recursive: true });
+  } catch (err) {
+    throw writeError(err, p);
+  }
+  const tmp = tempSibling(p);
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(tmp, 'wx');
+    await fh.writeFile(data);
+    await fh.sync();
+    const closing = fh;
+    fh = undefined;
+    await closing.close();
     await fsp.rename(tmp, p);
   } catch (err) {
-    await fsp.rm(tmp, { force: true });
-    throw err;
+    // The write's own error is the one to report, not a second one from closing the file.
+    await fh?.close().catch(() => undefined);
+    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    throw writeError(err, p);
   }
 }
 
 /**
  * Move a finished local file into place (atomic within one file system), or upload it to gs:// and
- * remove the local copy. Used by writers that stream into a temporary file.
+ * remove the local copy. Used by writers that stream into a temporary file; when the move fails, the
+ * temporary is theirs to remove.
  */
 export async function commitFile(localTmp: string, dest: string): Promise<void> {
   if (isGcsPath(dest)) {
@@ -219,8 +257,12 @@ export async function commitFile(localTmp: string, dest: string): Promise<void> 
     await fsp.rm(localTmp, { force: true });
     return;
   }
-  await fsp.mkdir(path.dirname(dest), { recursive: true });
-  await fsp.rename(localTmp, dest);
+  try {
+    await fsp.mkdir(path.dirname(dest), { recursive: true });
+    await fsp.rename(localTmp, dest);
+  } catch (err) {
+    throw writeError(err, dest);
+  }
 }
 
 /** Every file under a folder (recursively), as full paths or gs:// URLs, sorted. */
@@ -303,5 +345,10 @@ export async function remove(p: string): Promise<void> {
 
 /** Make a local folder (and parents); gs:// has no folders, so it is a no-op there. */
 export async function makeDir(p: string): Promise<void> {
-  if (!isGcsPath(p)) await fsp.mkdir(p, { recursive: true });
+  if (isGcsPath(p)) return;
+  try {
+    await fsp.mkdir(p, { recursive: true });
+  } catch (err) {
+    throw writeError(err, p);
+  }
 }

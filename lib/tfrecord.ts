@@ -324,15 +324,19 @@ export class TFRecordWriter {
       throw new UserError(`${dest} already exists; pass --overwrite (overwrite: true) to replace it`);
     }
     let tmp: string;
-    if (storage.isGcsPath(dest)) {
-      // Uploaded by commitFile on close; the local temporary lives in the OS temp folder.
-      tmp = path.join(os.tmpdir(), `.imgclass-${storage.baseName(dest)}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
-    } else {
-      await fsp.mkdir(path.dirname(dest), { recursive: true });
-      tmp = storage.tempSibling(dest);
+    try {
+      if (storage.isGcsPath(dest)) {
+        // Uploaded by commitFile on close; the local temporary lives in the OS temp folder.
+        tmp = path.join(os.tmpdir(), `.imgclass-${storage.baseName(dest)}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+      } else {
+        await fsp.mkdir(path.dirname(dest), { recursive: true });
+        tmp = storage.tempSibling(dest);
+      }
+      const fh = await fsp.open(tmp, 'wx');
+      return new TFRecordWriter(dest, tmp, fh);
+    } catch (err) {
+      throw storage.writeError(err, storage.isGcsPath(dest) ? os.tmpdir() : dest);
     }
-    const fh = await fsp.open(tmp, 'wx');
-    return new TFRecordWriter(dest, tmp, fh);
   }
 
   /**
@@ -356,7 +360,9 @@ export class TFRecordWriter {
       const chunk = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
       this.pending = [];
       this.pendingBytes = 0;
-      this.writing = this.writing.then(() => writeAll(this.fh, chunk));
+      this.writing = this.writing.then(() => writeAll(this.fh, chunk)).catch((err: unknown) => {
+        throw this.failure(err);
+      });
     }
     return this.writing;
   }
@@ -372,7 +378,7 @@ export class TFRecordWriter {
       await storage.commitFile(this.tmpPath, this.path);
     } catch (err) {
       await this.discard();
-      throw err;
+      throw this.failure(err);
     }
   }
 
@@ -383,6 +389,11 @@ export class TFRecordWriter {
     this.pending = [];
     await this.writing.catch(() => undefined);
     await this.discard();
+  }
+
+  /** A failed write, about the file the user named; for gs:// the local temporary is what did not fit. */
+  private failure(err: unknown): unknown {
+    return storage.writeError(err, storage.isGcsPath(this.path) ? this.tmpPath : this.path);
   }
 
   private async discard(): Promise<void> {

@@ -18,6 +18,7 @@ import { UserError } from '../lib/errors';
 import { preprocess, REPORT_NAME, PreprocessReport } from '../lib/preprocess';
 import { readRecordFile } from '../lib/tfrecord';
 import { decodeExample, getBytes, getInt64, getString } from '../lib/example';
+import { isLockClaim } from '../lib/folder-lock';
 import { FakeGcs, FakeGcsRequest } from './fake-gcs';
 import { tempDir, removeDir, jpeg } from './helpers';
 
@@ -275,7 +276,10 @@ test('preprocess reads JPEGs from gs:// in worker threads and writes shards to g
     const workerReads = fake.requests.filter((r) => r.emulatorRoot);
     assert.deepEqual(workerReads.map((r) => `${r.op} ${r.object}`).sort(), keys.map((k) => `media ${k}`).sort());
     assert.ok(workerReads.every((r) => r.status === 200));
-    const uploads = fake.requests.filter((r) => r.op === 'insert');
+    // The output folder's lock (lib/folder-lock.ts): claimed, marked held, and deleted at the end.
+    const lockOps = fake.requests.filter((r) => isLockClaim(r.object ?? '')).map((r) => r.op);
+    assert.deepEqual([lockOps[0], lockOps[1], lockOps.at(-1)], ['insert', 'insert', 'delete']);
+    const uploads = fake.requests.filter((r) => r.op === 'insert' && !isLockClaim(r.object ?? ''));
     assert.deepEqual(uploads.map((r) => r.object), [...shardNames, REPORT_NAME].map((n) => `pp/out/${n}`));
     assert.ok(uploads.every((r) => r.query.uploadType === 'multipart'));
     assertClean();
@@ -313,7 +317,7 @@ test('preprocess reads JPEGs from gs:// in worker threads and writes shards to g
     fake.clearRequests();
     await preprocess({ ...opts, numShards: 1, overwrite: true });
     assert.deepEqual(fake.keys(BUCKET).filter((k) => k.startsWith('pp/out/')), ['pp/out/', `pp/out/${REPORT_NAME}`, 'pp/out/train-00000-of-00001', 'pp/out/validation-00000-of-00001']);
-    assert.deepEqual(fake.requests.filter((r) => r.op === 'delete').map((r) => [r.object, r.status]), [
+    assert.deepEqual(fake.requests.filter((r) => r.op === 'delete' && !isLockClaim(r.object ?? '')).map((r) => [r.object, r.status]), [
       ['pp/out/train-00000-of-00002', 204],
       ['pp/out/train-00001-of-00002', 204],
       ['pp/out/validation-00000-of-00002', 204],

@@ -14,6 +14,7 @@ import * as crypto from 'node:crypto';
 import { Piscina } from 'piscina';
 import * as storage from '../storage';
 import { UserError } from '../errors';
+import { lockFolder, withLock, isLockClaim } from '../folder-lock';
 import { readLabeledCsv, readLabels, validateDataset, LabeledImage } from '../dataset';
 import { TFRecordWriter } from '../tfrecord';
 import { mulberry32, shuffled } from '../random';
@@ -94,8 +95,15 @@ interface Job {
   labelIndex: number;
 }
 
-/** Run preprocessing; see PreprocessOptions. Throws UserError on bad input, leaving outputDir as it was. */
+/**
+ * Run preprocessing; see PreprocessOptions. Throws UserError on bad input, leaving outputDir as it
+ * was. One run per output folder: a second one stops at once (lib/folder-lock.ts).
+ */
 export async function preprocess(opts: PreprocessOptions): Promise<PreprocessResult> {
+  return withLock(lockFolder(opts.outputDir, { command: 'imgclass preprocess', what: 'output_dir' }), () => preprocessLocked(opts));
+}
+
+async function preprocessLocked(opts: PreprocessOptions): Promise<PreprocessResult> {
   const started = Date.now();
   const seed = opts.seed ?? 42;
   const resize = opts.resize ?? 0;
@@ -208,7 +216,9 @@ export async function preprocess(opts: PreprocessOptions): Promise<PreprocessRes
       if (!report.splits.train.perClass[label]) report.warnings.push(`class "${label}" has no training records left after skipping unreadable images`);
     }
     const reportJson = JSON.stringify(report, null, 2) + '\n';
-    await fsp.writeFile(path.join(stagingDir, REPORT_NAME), reportJson);
+    await fsp.writeFile(path.join(stagingDir, REPORT_NAME), reportJson).catch((err: unknown) => {
+      throw storage.writeError(err, storage.joinPath(opts.outputDir, REPORT_NAME));
+    });
     staged.push(REPORT_NAME);
     const files = await commitStaging(stagingDir, opts.outputDir, staged, !!opts.overwrite);
     const seconds = (Date.now() - started) / 1000;
@@ -222,7 +232,7 @@ export async function preprocess(opts: PreprocessOptions): Promise<PreprocessRes
     };
   } catch (err) {
     if (writer) await writer.abort();
-    throw err;
+    throw stagedAsFinal(err, staging, opts.outputDir);
   } finally {
     await pool.destroy();
     if (staging) {
@@ -230,6 +240,17 @@ export async function preprocess(opts: PreprocessOptions): Promise<PreprocessRes
       if (staging.createdOutputDir) await fsp.rmdir(opts.outputDir).catch(() => undefined);
     }
   }
+}
+
+/**
+ * A failed write of a staged shard, told about the output it was to become: locally the staging
+ * folder is inside outputDir (same disk, same permissions). For gs:// outputs the staging folder is
+ * the OS temp folder, which is then what is full, so the error stays as it is.
+ */
+function stagedAsFinal(err: unknown, staging: Staging | undefined, outputDir: string): unknown {
+  if (!(err instanceof storage.WriteError) || !staging || storage.isGcsPath(outputDir)) return err;
+  if (!err.path.startsWith(staging.dir + path.sep)) return err;
+  return new storage.WriteError(storage.joinPath(outputDir, path.relative(staging.dir, err.path)), err.code);
 }
 
 function emptySplitReport(csv: string, rows: number, labels: string[]): SplitReport {
@@ -268,7 +289,7 @@ async function runOrdered<T, R>(
 /** Refuse to mix our outputs with an earlier run's unless asked (the tutorial's clobbering warning). */
 async function checkOutputDir(dir: string, overwrite: boolean): Promise<void> {
   if (overwrite) return;
-  const existing = (await storage.list(dir)).filter((f) => !f.includes(`/${STAGING_PREFIX}`));
+  const existing = (await storage.list(dir)).filter((f) => !f.includes(`/${STAGING_PREFIX}`) && !isLockClaim(f));
   if (existing.length > 0) {
     throw new UserError(
       `output folder ${dir} is not empty (${existing.length} file${existing.length === 1 ? '' : 's'}, e.g. ${storage.baseName(existing[0] as string)}); ` +
@@ -288,6 +309,14 @@ interface Staging {
  * by a killed earlier run (their process is gone) are removed.
  */
 async function makeStaging(outputDir: string): Promise<Staging> {
+  try {
+    return await makeStagingIn(outputDir);
+  } catch (err) {
+    throw storage.writeError(err, outputDir);
+  }
+}
+
+async function makeStagingIn(outputDir: string): Promise<Staging> {
   const name = `${STAGING_PREFIX}${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   if (storage.isGcsPath(outputDir)) {
     return { dir: await fsp.mkdtemp(path.join(os.tmpdir(), name)), createdOutputDir: false };

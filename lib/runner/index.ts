@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../errors';
+import { lockFile, withLock } from '../folder-lock';
 import { dirName, isGcsPath } from '../storage';
 import { executeNotebook, ERROR_MARKER_TAG, type Failure } from './execute';
 import { KernelClient, resolveKernelSpec, type KernelSpec } from './kernel-client';
@@ -87,7 +88,12 @@ function preparePapermillMetadata(nb: Notebook, input: string, output: string): 
   return pm;
 }
 
+/** Run one notebook; one runner per output notebook at a time: a second one stops at once (lib/folder-lock.ts). */
 export async function runNotebook(opts: RunNotebookOptions): Promise<RunNotebookResult> {
+  return withLock(lockFile(opts.output, { command: 'imgclass run-notebook', what: 'output notebook' }), () => runNotebookLocked(opts));
+}
+
+async function runNotebookLocked(opts: RunNotebookOptions): Promise<RunNotebookResult> {
   const t0 = Date.now();
   const warnings: string[] = [];
   const warn = (m: string): void => {

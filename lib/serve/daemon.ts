@@ -11,6 +11,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as storage from '../storage';
 import { UserError, errorMessage } from '../errors';
+import { lockFolder, withLock } from '../folder-lock';
 import { DEFAULT_MODEL_NAME } from '../predict';
 import type { BackendName } from '../engine/backend';
 
@@ -135,6 +136,12 @@ async function labelsOf(exportDir: string, version: string): Promise<string[]> {
  * deploying again replaces it.
  */
 export async function deployLocal(opts: DeployLocalOptions): Promise<Deployment> {
+  // One deploy per work folder at a time: two would each stop the other's server and race on deployment.json.
+  const lock = lockFolder(localWorkDir(opts.workDir), { command: 'imgclass deploy', what: 'work folder' });
+  return withLock(lock, () => deployLocked(opts));
+}
+
+async function deployLocked(opts: DeployLocalOptions): Promise<Deployment> {
   const workDir = localWorkDir(opts.workDir);
   const modelName = opts.modelName ?? DEFAULT_MODEL_NAME;
   const port = opts.port ?? 8501;
@@ -152,7 +159,12 @@ export async function deployLocal(opts: DeployLocalOptions): Promise<Deployment>
   const args = [cli, 'serve', '--model_dir', exportDir, '--port', String(port), '--model_name', modelName];
   if (opts.host) args.push('--host', opts.host);
   if (opts.backend) args.push('--backend', opts.backend);
-  const fd = fs.openSync(log, 'w');
+  let fd: number;
+  try {
+    fd = fs.openSync(log, 'w');
+  } catch (err) {
+    throw storage.writeError(err, log);
+  }
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   let child: ReturnType<typeof spawn>;
   try {

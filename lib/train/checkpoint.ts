@@ -255,7 +255,14 @@ export async function saveCheckpoint(modelDir: string, ckpt: Checkpoint, opts: S
     .sort((a, b) => stepOfName(a)! - stepOfName(b)!)
     .slice(-keep);
   const pointer: Pointer = { latest: name, all };
-  await storage.writeFile(storage.joinPath(modelDir, POINTER_FILE), JSON.stringify(pointer, null, 1) + '\n', { overwrite: true });
+  try {
+    await storage.writeFile(storage.joinPath(modelDir, POINTER_FILE), JSON.stringify(pointer, null, 1) + '\n', { overwrite: true });
+  } catch (err) {
+    // The old pointer still names the previous checkpoints; a file it does not name is only in the
+    // way (on a full disk, the largest thing in the way).
+    if (!previous.includes(name)) await storage.remove(file).catch(() => undefined);
+    throw err;
+  }
 
   const kept = new Set(all);
   for (const old of await scanCheckpoints(modelDir)) {

@@ -7,6 +7,7 @@
 import * as os from 'node:os';
 import * as storage from '../storage';
 import { UserError } from '../errors';
+import { lockFolder, withLock } from '../folder-lock';
 import { modelSummary, ResNetConfig } from '../model';
 import { learningRate } from './recipe';
 import { TrainInput, evalBatches, datasetInfo, InputState } from './input';
@@ -117,7 +118,12 @@ function positive(name: string, v: number, min = 1): void {
   if (!Number.isInteger(v) || v < min) throw new UserError(`--${name} must be a whole number ≥ ${min}, got ${v}`);
 }
 
+/** Train; one run per model_dir at a time: a second one stops at once (lib/folder-lock.ts). */
 export async function train(opts: TrainOptions): Promise<TrainResult> {
+  return withLock(lockFolder(opts.modelDir, { command: 'imgclass train', what: 'model_dir' }), () => trainLocked(opts));
+}
+
+async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
   const started = Date.now();
   const depth = opts.resnetDepth ?? 18;
   const imageSize = opts.imageSize ?? 64;
@@ -234,6 +240,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     return r;
   };
 
+  let failed = false;
   try {
     if (ckpt) {
       await pool.setState(ckpt.weights, ckpt.optimizer);
@@ -313,11 +320,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       engine: pool.engine,
       replicas: pool.size,
     };
+  } catch (err) {
+    failed = true;
+    throw err;
   } finally {
-    await input.close();
-    await pool.close();
-    await metrics.close();
-    await tbTrain.close();
-    await tbEval.close();
+    // Every close runs; when the run already failed (a full disk, say), a second error from closing
+    // must not replace the first.
+    let closeError: unknown;
+    for (const close of [() => input.close(), () => pool.close(), () => metrics.close(), () => tbTrain.close(), () => tbEval.close()]) {
+      try {
+        await close();
+      } catch (err) {
+        closeError ??= err;
+      }
+    }
+    if (closeError !== undefined && !failed) throw closeError;
   }
 }

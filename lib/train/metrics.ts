@@ -41,10 +41,14 @@ export class MetricsLog {
       if (await storage.exists(p)) await fsp.writeFile(local, await storage.readFile(p));
       else await fsp.rm(local, { force: true });
     } else {
-      await fsp.mkdir(path.dirname(p), { recursive: true });
+      await fsp.mkdir(path.dirname(p), { recursive: true }).catch((err: unknown) => {
+        throw storage.writeError(err, p);
+      });
     }
     // 'a+': appends always go to the end; reads are needed to find a partial last line.
-    const fh = await fsp.open(local, 'a+');
+    const fh = await fsp.open(local, 'a+').catch((err: unknown) => {
+      throw storage.writeError(err, local);
+    });
     try {
       await dropPartialLastLine(fh);
     } catch (err) {
@@ -63,7 +67,9 @@ export class MetricsLog {
     const line = Buffer.from(JSON.stringify(record) + '\n', 'utf8');
     const run = this.chain.then(async () => {
       // One write of the whole line: with O_APPEND a kill cannot interleave or split earlier lines.
-      const { bytesWritten } = await this.fh.write(line, 0, line.length, null);
+      const { bytesWritten } = await this.fh.write(line, 0, line.length, null).catch((err: unknown) => {
+        throw storage.writeError(err, this.localPath);
+      });
       if (bytesWritten !== line.length) {
         throw new Error(`short write to ${this.localPath}: ${bytesWritten} of ${line.length} bytes`);
       }

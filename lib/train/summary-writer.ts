@@ -76,9 +76,14 @@ export class SummaryWriter {
       const key = crypto.createHash('sha1').update(logdir).digest('hex').slice(0, 16);
       local = path.join(os.tmpdir(), 'imgclass-tfevents', key, name);
     }
-    await fsp.mkdir(path.dirname(local), { recursive: true });
-    // 'ax': a new file, every write appended at its end.
-    const fh = await fsp.open(local, 'ax');
+    let fh: fsp.FileHandle;
+    try {
+      await fsp.mkdir(path.dirname(local), { recursive: true });
+      // 'ax': a new file, every write appended at its end.
+      fh = await fsp.open(local, 'ax');
+    } catch (err) {
+      throw storage.writeError(err, local);
+    }
     const writer = new SummaryWriter(dest, local, fh);
     writer.pending.push(frameRecord(encodeFileVersionEvent(wallTime)));
     // The version record is on disk at once, as TensorFlow's EventsWriter does, so TensorBoard
@@ -118,8 +123,12 @@ export class SummaryWriter {
     this.pending = [];
     this.chain = this.chain.then(async () => {
       if (chunk) {
-        await writeAll(this.fh, chunk);
-        await this.fh.datasync();
+        try {
+          await writeAll(this.fh, chunk);
+          await this.fh.datasync();
+        } catch (err) {
+          throw storage.writeError(err, this.localPath);
+        }
         this.uploadDue = storage.isGcsPath(this.path);
       }
       if (this.uploadDue) {
