@@ -215,7 +215,7 @@ test('Vertex AI custom jobs: create, state walks to SUCCEEDED; cancel', async ()
   for (let i = 0; i < 5; i++) states.push((await jobs.get({ name: job.name as string })).data.state as string);
   assert.deepEqual(states, ['JOB_STATE_PENDING', 'JOB_STATE_RUNNING', 'JOB_STATE_SUCCEEDED', 'JOB_STATE_SUCCEEDED', 'JOB_STATE_SUCCEEDED']);
   const second = (await jobs.create({ parent: LOC, requestBody: spec })).data;
-  await jobs.cancel({ name: second.name as string, requestBody: {} });
+  await jobs.cancel({ name: second.name as string });
   assert.equal((await jobs.get({ name: second.name as string })).data.state, 'JOB_STATE_CANCELLED');
   assertNoRejections();
 });
@@ -334,9 +334,14 @@ test('Dataflow: flex template launch, state walk to DONE or FAILED, cancel, job 
     requestBody: { resourceNames: ['projects/imgclass-test'], filter: `resource.type="dataflow_step" AND resource.labels.job_id="${failing}" AND timestamp>="2026-12-01T10:00:00Z"`, orderBy: 'timestamp asc' },
   });
   assert.deepEqual(entries.data.entries?.map((e) => e.textPayload), ['reading train.csv', 'bad JPEG']);
-  const errors = await logging.entries.list({ requestBody: { resourceNames: ['projects/imgclass-test'], filter: `resource.labels.job_id="${failing}" AND severity>=ERROR` } });
+  const errors = await logging.entries.list({ requestBody: { resourceNames: ['projects/imgclass-test'], filter: `resource.labels.job_id="${failing}" AND severity>=ERROR AND logName:"dataflow.googleapis.com"` } });
   assert.deepEqual(errors.data.entries?.map((e) => e.textPayload), ['bad JPEG']);
   assertNoRejections();
+  // A filter the fake cannot evaluate is refused by name (and recorded as rejected), never ignored.
+  const unsupported = await gerr(logging.entries.list({ requestBody: { resourceNames: ['projects/imgclass-test'], filter: 'jsonPayload.step=~"^read"' } }));
+  const refused = fake.requests.splice(fake.requests.findIndex((r) => r.rejected !== undefined), 1)[0];
+  assert.equal(refused?.methodId, 'logging.entries.list');
+  assert.match(unsupported.error.message, /log filter field "jsonPayload\.step" is not one the fake evaluates/);
 });
 
 test('Artifact Registry repository, Cloud Build build that pushes an image into it', async () => {
@@ -469,7 +474,7 @@ test('refusals name what is wrong, in the API error shape, and are recorded as r
     ['path parameter pattern', raw('GET', `aiplatform/v1/projects/p/models/1`), 400, /defines no method at path/],
     ['no API root', raw('GET', `v1/${LOC}/models`), 400, /no API at/],
     ['body where none is defined', raw('DELETE', `aiplatform/v1/${LOC}/models/1`, {}), 400, /takes no request body/],
-    ['missing body', raw('POST', `aiplatform/v1/${LOC}/models:upload`), 400, /needs a JSON request body/],
+    ['missing body (the empty message)', raw('POST', `aiplatform/v1/${LOC}/models:upload`), 400, /Required field 'model' is not set/],
     ['dataflow job name', raw('POST', `dataflow/v1b3/projects/imgclass-test/locations/us-central1/flexTemplates:launch`, { launchParameter: { jobName: 'j', containerSpecGcsPath: 'gs://b/t', bogus: 1 } }), 400, /Unknown name "bogus" at 'launchParameter'/],
     ['no token', raw('GET', `aiplatform/v1/${LOC}/models`, undefined, null), 401, /invalid authentication credentials/],
     ['wrong token', raw('GET', `aiplatform/v1/${LOC}/models`, undefined, 'stolen'), 401, /invalid authentication credentials/],

@@ -39,6 +39,7 @@ import type { FakeState as CoreState, FakeProject } from './state';
 export type { FailKind } from './errors';
 export type { Predictor } from './core';
 export type * from './state';
+export { DEFAULT_SERVICES, newProject } from './state';
 
 export interface FakeGoogleOptions {
   projectId?: string /* default 'imgclass-test' */;
@@ -298,7 +299,8 @@ class FakeGoogleServer implements FakeGoogle {
     }
 
     const handler = api.handlers[matched.method.id] as Handler;
-    const out = omitEmptyRepeated(JSON.parse(JSON.stringify((await handler({ core: this.core, api: api.discovery, methodId: matched.method.id, params: matched.pathParams, query, body })) ?? {})));
+    const input = body ?? (matched.method.request ? {} : undefined);
+    const out = omitEmptyRepeated(JSON.parse(JSON.stringify((await handler({ core: this.core, api: api.discovery, methodId: matched.method.id, params: matched.pathParams, query, body: input })) ?? {})));
     // The fake checks its own answers against the response schema, so a test never trusts a
     // response shape the real API would not send.
     if (matched.method.response) {
