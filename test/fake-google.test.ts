@@ -273,7 +273,7 @@ test('a disabled service answers SERVICE_DISABLED as Google does; Service Usage 
   }
 });
 
-test('Resource Manager project and IAM policy; IAM service account', async () => {
+test('Resource Manager project, IAM policy and testIamPermissions; IAM service account', async () => {
   const { crm, iam } = clients();
   const p = (await crm.projects.get({ projectId: 'imgclass-test' })).data;
   assert.equal(p.projectNumber, '123456789012');
@@ -283,6 +283,10 @@ test('Resource Manager project and IAM policy; IAM service account', async () =>
   fake.project.iamPolicy.bindings?.push({ role: 'roles/aiplatform.user', members: ['serviceAccount:trainer@imgclass-test.iam.gserviceaccount.com'] });
   const again = (await crm.projects.getIamPolicy({ resource: 'imgclass-test', requestBody: {} })).data;
   assert.ok(again.bindings?.some((b) => b.role === 'roles/aiplatform.user'));
+  fake.project.deniedPermissions.add('aiplatform.endpoints.deploy');
+  const tested = await crm.projects.testIamPermissions({ resource: 'imgclass-test', requestBody: { permissions: ['aiplatform.endpoints.create', 'aiplatform.endpoints.deploy', 'storage.objects.create'] } });
+  assert.deepEqual(tested.data.permissions, ['aiplatform.endpoints.create', 'storage.objects.create']);
+  fake.project.deniedPermissions.clear();
   const sa = (await iam.projects.serviceAccounts.get({ name: 'projects/-/serviceAccounts/123456789012-compute@developer.gserviceaccount.com' })).data;
   assert.equal(sa.email, '123456789012-compute@developer.gserviceaccount.com');
   assert.equal((await gerr(iam.projects.serviceAccounts.get({ name: 'projects/imgclass-test/serviceAccounts/nobody@imgclass-test.iam.gserviceaccount.com' }))).status, 404);
