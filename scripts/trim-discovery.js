@@ -11,6 +11,13 @@
 // client's generated Schema$ interfaces have and the document lacks are added from the .d.ts (type
 // from the TypeScript type, description from its comment), each marked "_from": "googleapis .d.ts".
 //
+// To refresh a fixture from a newer copy of its document, pass the fixture's own _methods (and a
+// _source naming the new copy), e.g.
+//   node scripts/trim-discovery.js NEW.json test/fixtures/discovery/iam-v1.json '{"repo":..}' \
+//     $(node -p "require('./test/fixtures/discovery/iam-v1.json')._methods.join(' ')") \
+//     --dts node_modules/googleapis/build/src/apis/iam/v1.d.ts
+// then run test/fake-google-discovery.test.ts, which compares the fixtures with the pinned client.
+//
 // Schemas named after --cut are not transcribed: every reference to one becomes
 // {"type":"any","_cut":"Name"} (anything is accepted there), and the fixture's _trim says so.
 // Descriptions are shortened to their first sentence (enough to keep "Required." and
@@ -19,6 +26,10 @@
 const fs = require('node:fs');
 
 const [src, out, sourceJson, ...args] = process.argv.slice(2);
+if (!src || !out || !sourceJson || !args.length) {
+  console.error('usage: node scripts/trim-discovery.js SOURCE.json OUT.json SOURCE_JSON METHOD_ID... [--cut SCHEMA...] [--dts FILE.d.ts]');
+  process.exit(2);
+}
 const dtsAt = args.indexOf('--dts');
 const dtsPath = dtsAt < 0 ? undefined : args[dtsAt + 1];
 const rest = dtsAt < 0 ? args : [...args.slice(0, dtsAt), ...args.slice(dtsAt + 2)];

@@ -7,6 +7,8 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { google } from 'googleapis';
@@ -215,8 +217,14 @@ test('Vertex AI custom jobs: create, state walks to SUCCEEDED; cancel', async ()
   for (let i = 0; i < 5; i++) states.push((await jobs.get({ name: job.name as string })).data.state as string);
   assert.deepEqual(states, ['JOB_STATE_PENDING', 'JOB_STATE_RUNNING', 'JOB_STATE_SUCCEEDED', 'JOB_STATE_SUCCEEDED', 'JOB_STATE_SUCCEEDED']);
   const second = (await jobs.create({ parent: LOC, requestBody: spec })).data;
-  await jobs.cancel({ name: second.name as string, requestBody: {} });
+  await jobs.cancel({ name: second.name as string });
   assert.equal((await jobs.get({ name: second.name as string })).data.state, 'JOB_STATE_CANCELLED');
+  fake.state.customJobPlan = ['JOB_STATE_QUEUED', 'JOB_STATE_RUNNING', 'JOB_STATE_FAILED'];
+  const failing = (await jobs.create({ parent: LOC, requestBody: spec })).data;
+  await jobs.get({ name: failing.name as string });
+  const failed = (await jobs.get({ name: failing.name as string })).data;
+  assert.equal(failed.state, 'JOB_STATE_FAILED');
+  assert.match(failed.error?.message as string, /non-zero status/);
   assertNoRejections();
 });
 
@@ -265,7 +273,7 @@ test('a disabled service answers SERVICE_DISABLED as Google does; Service Usage 
   }
 });
 
-test('Resource Manager project and IAM policy; IAM service account', async () => {
+test('Resource Manager project, IAM policy and testIamPermissions; IAM service account', async () => {
   const { crm, iam } = clients();
   const p = (await crm.projects.get({ projectId: 'imgclass-test' })).data;
   assert.equal(p.projectNumber, '123456789012');
@@ -275,6 +283,10 @@ test('Resource Manager project and IAM policy; IAM service account', async () =>
   fake.project.iamPolicy.bindings?.push({ role: 'roles/aiplatform.user', members: ['serviceAccount:trainer@imgclass-test.iam.gserviceaccount.com'] });
   const again = (await crm.projects.getIamPolicy({ resource: 'imgclass-test', requestBody: {} })).data;
   assert.ok(again.bindings?.some((b) => b.role === 'roles/aiplatform.user'));
+  fake.project.deniedPermissions.add('aiplatform.endpoints.deploy');
+  const tested = await crm.projects.testIamPermissions({ resource: 'imgclass-test', requestBody: { permissions: ['aiplatform.endpoints.create', 'aiplatform.endpoints.deploy', 'storage.objects.create'] } });
+  assert.deepEqual(tested.data.permissions, ['aiplatform.endpoints.create', 'storage.objects.create']);
+  fake.project.deniedPermissions.clear();
   const sa = (await iam.projects.serviceAccounts.get({ name: 'projects/-/serviceAccounts/123456789012-compute@developer.gserviceaccount.com' })).data;
   assert.equal(sa.email, '123456789012-compute@developer.gserviceaccount.com');
   assert.equal((await gerr(iam.projects.serviceAccounts.get({ name: 'projects/imgclass-test/serviceAccounts/nobody@imgclass-test.iam.gserviceaccount.com' }))).status, 404);
@@ -334,9 +346,14 @@ test('Dataflow: flex template launch, state walk to DONE or FAILED, cancel, job 
     requestBody: { resourceNames: ['projects/imgclass-test'], filter: `resource.type="dataflow_step" AND resource.labels.job_id="${failing}" AND timestamp>="2026-12-01T10:00:00Z"`, orderBy: 'timestamp asc' },
   });
   assert.deepEqual(entries.data.entries?.map((e) => e.textPayload), ['reading train.csv', 'bad JPEG']);
-  const errors = await logging.entries.list({ requestBody: { resourceNames: ['projects/imgclass-test'], filter: `resource.labels.job_id="${failing}" AND severity>=ERROR` } });
+  const errors = await logging.entries.list({ requestBody: { resourceNames: ['projects/imgclass-test'], filter: `resource.labels.job_id="${failing}" AND severity>=ERROR AND logName:"dataflow.googleapis.com"` } });
   assert.deepEqual(errors.data.entries?.map((e) => e.textPayload), ['bad JPEG']);
   assertNoRejections();
+  // A filter the fake cannot evaluate is refused by name (and recorded as rejected), never ignored.
+  const unsupported = await gerr(logging.entries.list({ requestBody: { resourceNames: ['projects/imgclass-test'], filter: 'jsonPayload.step=~"^read"' } }));
+  const refused = fake.requests.splice(fake.requests.findIndex((r) => r.rejected !== undefined), 1)[0];
+  assert.equal(refused?.methodId, 'logging.entries.list');
+  assert.match(unsupported.error.message, /log filter field "jsonPayload\.step" is not one the fake evaluates/);
 });
 
 test('Artifact Registry repository, Cloud Build build that pushes an image into it', async () => {
@@ -364,6 +381,14 @@ test('Artifact Registry repository, Cloud Build build that pushes an image into 
   assert.deepEqual(images[0]?.tags, ['v1']);
   assert.match(images[0]?.uri as string, /^us-central1-docker\.pkg\.dev\/imgclass-test\/imgclass\/trainer@sha256:[0-9a-f]{64}$/);
   assert.equal((await repos.dockerImages.get({ name: images[0]?.name as string })).data.uri, images[0]?.uri);
+
+  fake.state.buildPlan = ['QUEUED', 'WORKING', 'FAILURE'];
+  const bad = await cb.projects.locations.builds.create({ parent: arLoc, requestBody: { steps: [{ name: 'gcr.io/cloud-builders/docker', args: ['build', '.'] }] } });
+  const failed = await wait((name) => cb.projects.locations.operations.get({ name }), bad.data);
+  assert.match(failed.op.error?.message as string, /Build failed/);
+  const badBuild = (await cb.projects.locations.builds.get({ name: (bad.data.metadata as { build: { name: string } }).build.name })).data;
+  assert.equal(badBuild.status, 'FAILURE');
+  assert.equal(badBuild.failureInfo?.type, 'USER_BUILD_STEP');
   assertNoRejections();
 });
 
@@ -469,7 +494,7 @@ test('refusals name what is wrong, in the API error shape, and are recorded as r
     ['path parameter pattern', raw('GET', `aiplatform/v1/projects/p/models/1`), 400, /defines no method at path/],
     ['no API root', raw('GET', `v1/${LOC}/models`), 400, /no API at/],
     ['body where none is defined', raw('DELETE', `aiplatform/v1/${LOC}/models/1`, {}), 400, /takes no request body/],
-    ['missing body', raw('POST', `aiplatform/v1/${LOC}/models:upload`), 400, /needs a JSON request body/],
+    ['missing body (the empty message)', raw('POST', `aiplatform/v1/${LOC}/models:upload`), 400, /Required field 'model' is not set/],
     ['dataflow job name', raw('POST', `dataflow/v1b3/projects/imgclass-test/locations/us-central1/flexTemplates:launch`, { launchParameter: { jobName: 'j', containerSpecGcsPath: 'gs://b/t', bogus: 1 } }), 400, /Unknown name "bogus" at 'launchParameter'/],
     ['no token', raw('GET', `aiplatform/v1/${LOC}/models`, undefined, null), 401, /invalid authentication credentials/],
     ['wrong token', raw('GET', `aiplatform/v1/${LOC}/models`, undefined, 'stolen'), 401, /invalid authentication credentials/],
@@ -492,14 +517,60 @@ test('refusals name what is wrong, in the API error shape, and are recorded as r
   assert.equal(fake.rejected().length, before + cases.length);
 });
 
-test('the CLI runs the fake in its own process, prints root and env, and stops on SIGTERM', async () => {
-  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist/test/fake-google/main.js'), JSON.stringify({ projectId: 'cli-proj', projectNumber: '999' })], { stdio: ['ignore', 'pipe', 'inherit'] });
+test('the CLI runs the fake in its own process, prints root and env, forwards predict, has /_fake/ controls, stops on SIGTERM', async () => {
+  // A stand-in model server: answers {"predictions"} for {"instances"}, as `imgclass serve` does.
+  const seen: unknown[] = [];
+  const modelServer = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const { instances } = JSON.parse(Buffer.concat(chunks).toString()) as { instances: unknown[] };
+      seen.push(req.url, instances);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ predictions: instances.map((_, i) => ({ classes: i, probabilities: [1, 0] })) }));
+    });
+  });
+  await new Promise<void>((resolve) => modelServer.listen(0, '127.0.0.1', resolve));
+  const predictUrl = `http://127.0.0.1:${(modelServer.address() as AddressInfo).port}/v1/models/flowers:predict`;
+  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist/test/fake-google/main.js'), JSON.stringify({ projectId: 'cli-proj', projectNumber: '999' }), '--predictor-url', predictUrl], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const line = await new Promise<string>((resolve) => readline.createInterface({ input: child.stdout }).once('line', resolve));
   const info = JSON.parse(line) as { root: string; env: Record<string, string> };
   assert.match(info.root, /^http:\/\/127\.0\.0\.1:\d+\/$/);
   const crm = google.cloudresourcemanager({ version: 'v1', auth: auth(info.env.GOOGLE_OAUTH_ACCESS_TOKEN), rootUrl: info.env.CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDRESOURCEMANAGER });
   assert.equal((await crm.projects.get({ projectId: 'cli-proj' })).data.projectNumber, '999');
+
+  const a = auth(info.env.GOOGLE_OAUTH_ACCESS_TOKEN);
+  const ai = google.aiplatform({ version: 'v1', auth: a, rootUrl: info.env.CLOUDSDK_API_ENDPOINT_OVERRIDES_AIPLATFORM });
+  const loc = 'projects/cli-proj/locations/europe-west4';
+  const poll = (name: string) => ai.projects.locations.operations.get({ name });
+  const model = ((await wait(poll, (await ai.projects.locations.models.upload({ parent: loc, requestBody: { model: { displayName: 'm', containerSpec: { imageUri: 'gcr.io/x/y' } } } })).data)).op.response as { model: string }).model;
+  const ep = ((await wait(poll, (await ai.projects.locations.endpoints.create({ parent: loc, requestBody: { displayName: 'e' } })).data)).op.response as { name: string }).name;
+  await wait(poll, (await ai.projects.locations.endpoints.deployModel({ endpoint: ep, requestBody: { deployedModel: { model, dedicatedResources: { machineSpec: { machineType: 'n1-standard-2' }, minReplicaCount: 1 } } } })).data);
+  const pred = await ai.projects.locations.endpoints.predict({ endpoint: ep, requestBody: { instances: [{ image_bytes: { b64: 'AAAA' } }, { image_bytes: { b64: 'BBBB' } }] } });
+  assert.deepEqual(pred.data.predictions, [{ classes: 0, probabilities: [1, 0] }, { classes: 1, probabilities: [1, 0] }]);
+  assert.deepEqual(seen, ['/v1/models/flowers:predict', [{ image_bytes: { b64: 'AAAA' } }, { image_bytes: { b64: 'BBBB' } }]]);
+
+  const control = (p: string, body?: unknown) =>
+    fetch(`${info.root}_fake/${p}`, body === undefined ? {} : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  assert.equal((await control('fail', { method: 'aiplatform.projects.locations.endpoints.get', kind: 503 })).status, 200);
+  assert.equal((await gerr(ai.projects.locations.endpoints.get({ name: ep }, { retry: false }))).status, 503);
+  await fetch(`${info.root}aiplatform/v1/${loc}/endpoints?bogus=1`, { headers: { authorization: 'Bearer fake-token' } });
+  const rejected = (await (await control('rejected')).json()) as { path: string; rejected: string }[];
+  assert.deepEqual(rejected.map((r) => r.path), [`/aiplatform/v1/${loc}/endpoints`]);
+  assert.match(rejected[0]?.rejected as string, /Unknown name "bogus"/);
+  const all = (await (await control('requests')).json()) as { methodId: string }[];
+  assert.ok(all.some((r) => r.methodId === 'aiplatform.projects.locations.endpoints.predict'));
+  assert.equal((await control('state', { dataflowPlan: ['JOB_STATE_QUEUED', 'JOB_STATE_FAILED'] })).status, 200);
+  const df = google.dataflow({ version: 'v1b3', auth: a, rootUrl: info.env.CLOUDSDK_API_ENDPOINT_OVERRIDES_DATAFLOW });
+  const launched = await df.projects.locations.flexTemplates.launch({ projectId: 'cli-proj', location: 'europe-west4', requestBody: { launchParameter: { jobName: 'j', containerSpecGcsPath: 'gs://b/t.json' } } });
+  const jobRef = { projectId: 'cli-proj', location: 'europe-west4', jobId: launched.data.job?.id as string };
+  await df.projects.locations.jobs.get(jobRef);
+  assert.equal((await df.projects.locations.jobs.get(jobRef)).data.currentState, 'JOB_STATE_FAILED', 'the plan set over /_fake/state applies');
+
   child.kill('SIGTERM');
   assert.equal(await exited, 0);
+  await new Promise<void>((resolve) => modelServer.close(() => resolve()));
 });

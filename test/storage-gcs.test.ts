@@ -86,6 +86,56 @@ test('the fake rejects what it does not implement, in Google error format', asyn
   assert.equal(resumable.status, 400);
 });
 
+test('the fake follows the JSON API routes: an object name is one percent-encoded segment; anything else is a named 400', async () => {
+  fake.put(BUCKET, 'dir/a.txt', 'a');
+  const ok = await fetch(`${fake.endpoint}/storage/v1/b/${BUCKET}/o/${encodeURIComponent('dir/a.txt')}`);
+  assert.equal(ok.status, 200);
+  assert.equal(((await ok.json()) as { name: string }).name, 'dir/a.txt');
+  fake.clearRequests();
+  const refusals: Array<[string, string, RegExp, RequestInit?]> = [
+    ['unencoded slash in the object name', `/storage/v1/b/${BUCKET}/o/dir/a.txt`, /defines no method at path/],
+    ['objectAccessControls (…/o/NAME/acl), not implemented', `/storage/v1/b/${BUCKET}/o/${encodeURIComponent('dir/a.txt')}/acl`, /defines no method at path/],
+    ['unknown query parameter', `/storage/v1/b/${BUCKET}/o/x?colour=red`, /Unknown name "colour"/],
+    ['value not in the enum', `/storage/v1/b/${BUCKET}/o?projection=everything`, /TYPE_ENUM\), "everything"/],
+    ['wrong HTTP method', `/storage/v1/b/${BUCKET}/o/x`, /HTTP method PATCH is not defined .*storage\.objects\.(get|delete)/, { method: 'PATCH' }],
+    ['defined parameter the fake does not implement', `/storage/v1/b/${BUCKET}/o/x?generation=3`, /"generation" \(the API defines it; this fake does not implement it\)/],
+    ['no JSON API root', `/v1/b/${BUCKET}/o`, /unsupported path/],
+    ['upload to an object path', `/upload/storage/v1/b/${BUCKET}/o/x?uploadType=multipart`, /HTTP method POST is not defined/, { method: 'POST' }],
+    ['wrong JSON type in setIamPolicy', `/storage/v1/b/${BUCKET}/iam`, /Invalid value at 'version' \(TYPE_INT32\)/, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: 'three' }) }],
+    ['unknown field in setIamPolicy', `/storage/v1/b/${BUCKET}/iam`, /Unknown name "owner"/, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ owner: 'me' }) }],
+  ];
+  for (const [what, p, message, init] of refusals) {
+    const res = await fetch(`${fake.endpoint}${p}`, init);
+    assert.equal(res.status, 400, what);
+    const body = (await res.json()) as { error: { code: number; message: string; errors: { reason: string }[] } };
+    assert.equal(body.error.code, 400, what);
+    assert.equal(body.error.errors[0]?.reason, 'invalid', what);
+    assert.match(body.error.message, message, what);
+  }
+  assert.equal(fake.rejected().length, refusals.length, 'every refusal is recorded as rejected');
+  assert.ok(fake.rejected().every((r) => r.op === 'rejected' && r.status === 400 && typeof r.rejected === 'string'));
+  assert.equal(fake.get(BUCKET, 'dir/a.txt')?.toString(), 'a', 'nothing was changed by a refused request');
+});
+
+test('buckets.get, getIamPolicy and setIamPolicy with an etag precondition', async () => {
+  fake.createBucket('located', { location: 'europe-west4' });
+  const b = (await (await fetch(`${fake.endpoint}/storage/v1/b/located`)).json()) as { location: string; locationType: string };
+  assert.deepEqual([b.location, b.locationType], ['EUROPE-WEST4', 'region']);
+  const multi = (await (await fetch(`${fake.endpoint}/b/${BUCKET}`)).json()) as { location: string; locationType: string };
+  assert.deepEqual([multi.location, multi.locationType], ['US', 'multi-region']);
+  const policy = (await (await fetch(`${fake.endpoint}/storage/v1/b/located/iam?optionsRequestedPolicyVersion=3`)).json()) as { etag: string; bindings: unknown[] };
+  const put = (body: unknown) => fetch(`${fake.endpoint}/storage/v1/b/located/iam`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const bindings = [...policy.bindings, { role: 'roles/storage.objectViewer', members: ['allUsers'] }];
+  const first = await put({ bindings, etag: policy.etag });
+  assert.equal(first.status, 200);
+  const stale = await put({ bindings, etag: policy.etag });
+  assert.equal(stale.status, 412);
+  assert.equal(((await stale.json()) as { error: { errors: { reason: string }[] } }).error.errors[0]?.reason, 'conditionNotMet');
+  assert.equal(fake.buckets.get('located')?.iamPolicy.bindings?.length, 3);
+  assert.equal((await fetch(`${fake.endpoint}/storage/v1/b/located/iam?optionsRequestedPolicyVersion=2`)).status, 400);
+  assert.equal((await fetch(`${fake.endpoint}/storage/v1/b/nowhere`)).status, 404);
+});
+
 test('writeFile / readFile / readText round-trip binary and text through multipart uploads and alt=media reads', async () => {
   const bin = crypto.randomBytes(70_000);
   bin[0] = 0;

@@ -102,7 +102,7 @@ const messagesList: Handler = (c) => {
 
 /**
  * The Logging query language subset a job log follower uses: `FIELD="VALUE"` comparisons (=, !=,
- * >, >=, <, <=) joined by AND, on resource.type, resource.labels.*, logName, severity, timestamp,
+ * >, >=, <, <=, and : for "has") joined by AND, on resource.type, resource.labels.*, logName, severity, timestamp,
  * insertId. Anything else is refused by name rather than ignored.
  */
 function logFilter(filter: string | undefined): (e: LogEntry) => boolean {
@@ -113,7 +113,7 @@ function logFilter(filter: string | undefined): (e: LogEntry) => boolean {
     .map((t) => t.trim())
     .filter(Boolean)
     .map((t) => {
-      const m = /^([A-Za-z_.]+)\s*(>=|<=|!=|=|>|<)\s*(?:"((?:[^"\\]|\\.)*)"|(\S+))$/.exec(t);
+      const m = /^([A-Za-z_.]+)\s*(>=|<=|!=|=|>|<|:)\s*(?:"((?:[^"\\]|\\.)*)"|(\S+))$/.exec(t);
       if (!m) throw new GoogleError(400, 'INVALID_ARGUMENT', `fake-google: log filter term "${t}" is not one the fake evaluates (FIELD op "VALUE", joined by AND)`, [], true);
       const [, field, op, quoted, bare] = m as unknown as [string, string, string, string | undefined, string | undefined];
       const want = quoted !== undefined ? quoted.replace(/\\(.)/g, '$1') : (bare as string);
@@ -136,6 +136,7 @@ function logFilter(filter: string | undefined): (e: LogEntry) => boolean {
         const v = get(e);
         if (v === undefined) return op === '!=';
         const d = cmp(v, want);
+        if (op === ':') return v.includes(want); // "has": substring match on text fields
         return op === '=' ? d === 0 : op === '!=' ? d !== 0 : op === '>' ? d > 0 : op === '>=' ? d >= 0 : op === '<' ? d < 0 : d <= 0;
       };
     });

@@ -220,8 +220,8 @@ export class DiscoveryApi {
       if (body !== undefined) throw new SchemaViolation(`${method.id} takes no request body`);
       return;
     }
-    if (body === undefined) throw new SchemaViolation(`${method.id} needs a JSON request body (${method.request.$ref})`);
-    this.checkValue({ $ref: method.request.$ref }, body, '', 'request');
+    // No body is the empty message (as for a cancel), which fails only on fields that are Required.
+    this.checkValue({ $ref: method.request.$ref }, body ?? {}, '', 'request');
   }
 
   /**

@@ -39,6 +39,7 @@ import type { FakeState as CoreState, FakeProject } from './state';
 export type { FailKind } from './errors';
 export type { Predictor } from './core';
 export type * from './state';
+export { DEFAULT_SERVICES, newProject } from './state';
 
 export interface FakeGoogleOptions {
   projectId?: string /* default 'imgclass-test' */;
@@ -206,9 +207,46 @@ class FakeGoogleServer implements FakeGoogle {
     this.requests.push(rec);
   }
 
+  /**
+   * `/_fake/...` on the main server: what a test in another process (the CLI) needs, since it
+   * cannot reach the object. Not a Google API, not recorded.
+   *   GET  /_fake/requests, /_fake/rejected    the records, as JSON
+   *   POST /_fake/fail   {"method", "kind", "times"?}                           failNext()
+   *   POST /_fake/state  {"dataflowPlan"?, "buildPlan"?, "customJobPlan"?, "operationPolls"?,
+   *                       "logEntries"? (appended), "jobMessages"? ({jobId: [...]})}
+   */
+  private async control(req: http.IncomingMessage, res: http.ServerResponse, pathname: string): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const send = (status: number, value: unknown): void => {
+      res.writeHead(status, { 'content-type': 'application/json; charset=UTF-8' });
+      res.end(JSON.stringify(value));
+    };
+    try {
+      const body = chunks.length ? (JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>) : {};
+      if (req.method === 'GET' && pathname === '/_fake/requests') return send(200, this.requests);
+      if (req.method === 'GET' && pathname === '/_fake/rejected') return send(200, this.rejected());
+      if (req.method === 'POST' && pathname === '/_fake/fail') {
+        this.failNext({ method: String(body.method) }, body.kind as FailKind, body.times === undefined ? 1 : Number(body.times));
+        return send(200, {});
+      }
+      if (req.method === 'POST' && pathname === '/_fake/state') {
+        const st = this.state as unknown as Record<string, unknown>;
+        for (const k of ['dataflowPlan', 'buildPlan', 'customJobPlan', 'operationPolls']) if (body[k] !== undefined) st[k] = body[k];
+        if (Array.isArray(body.logEntries)) this.state.logEntries.push(...(body.logEntries as CoreState['logEntries']));
+        for (const [job, msgs] of Object.entries((body.jobMessages ?? {}) as Record<string, CoreState['logEntries']>)) this.state.jobMessages.set(job, msgs as never);
+        return send(200, {});
+      }
+      send(404, { error: `no control endpoint ${req.method ?? ''} ${pathname}` });
+    } catch (err) {
+      send(400, { error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
   /** `fixedApi`: the request came to that API's own port, so its path has no API prefix. */
   private async handle(req: http.IncomingMessage, res: http.ServerResponse, fixedApi?: string): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://fake');
+    if (!fixedApi && url.pathname.startsWith('/_fake/')) return this.control(req, res, url.pathname);
     const rec: FakeRequest = {
       api: '',
       methodId: null,
@@ -298,7 +336,8 @@ class FakeGoogleServer implements FakeGoogle {
     }
 
     const handler = api.handlers[matched.method.id] as Handler;
-    const out = omitEmptyRepeated(JSON.parse(JSON.stringify((await handler({ core: this.core, api: api.discovery, methodId: matched.method.id, params: matched.pathParams, query, body })) ?? {})));
+    const input = body ?? (matched.method.request ? {} : undefined);
+    const out = omitEmptyRepeated(JSON.parse(JSON.stringify((await handler({ core: this.core, api: api.discovery, methodId: matched.method.id, params: matched.pathParams, query, body: input })) ?? {})));
     // The fake checks its own answers against the response schema, so a test never trusts a
     // response shape the real API would not send.
     if (matched.method.response) {
@@ -336,6 +375,23 @@ class FakeGoogleServer implements FakeGoogle {
 }
 
 const RESET = Symbol('reset');
+
+/**
+ * A predictor that forwards the instances to a prediction server (e.g. `imgclass serve`'s
+ * POST .../v1/models/NAME:predict) and returns its "predictions", as a deployed model would.
+ */
+export function predictorFromUrl(url: string): Predictor {
+  return async (_endpoint, instances, parameters) => {
+    const body: Record<string, unknown> = { instances };
+    if (parameters !== undefined) body.parameters = parameters;
+    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const text = await res.text();
+    if (!res.ok) throw new GoogleError(400, 'FAILED_PRECONDITION', `The model server answered ${res.status}: ${text}`);
+    const out = JSON.parse(text) as { predictions?: unknown[] };
+    if (!Array.isArray(out.predictions)) throw new GoogleError(500, 'INTERNAL', `fake-google: the predictor at ${url} answered no "predictions": ${text}`, [], true);
+    return out.predictions;
+  };
+}
 
 export async function startFakeGoogle(o: FakeGoogleOptions = {}): Promise<FakeGoogle> {
   const fake = new FakeGoogleServer(o);

@@ -5,9 +5,10 @@
  *
  * prints one JSON line {"root": ..., "env": {...}} on stdout once listening, and runs until SIGTERM
  * or SIGINT. With --predictor-url, endpoints.predict forwards {"instances": [...]} to URL (a local
- * prediction server such as `imgclass serve`) and answers with its "predictions".
+ * prediction server such as `imgclass serve`) and answers with its "predictions". The records,
+ * fault injection and job plans are reachable over HTTP under ROOT/_fake/ (see index.ts).
  */
-import { startFakeGoogle } from './index';
+import { predictorFromUrl, startFakeGoogle } from './index';
 import type { FakeGoogleOptions } from './index';
 
 async function main(): Promise<void> {
@@ -21,14 +22,7 @@ async function main(): Promise<void> {
     else throw new Error(`fake-google: unknown argument ${a}`);
   }
   const fake = await startFakeGoogle(options);
-  if (predictorUrl) {
-    const url = predictorUrl;
-    fake.setPredictor(async (_endpoint, instances) => {
-      const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ instances }) });
-      if (!res.ok) throw new Error(`predictor at ${url} answered ${res.status}: ${await res.text()}`);
-      return ((await res.json()) as { predictions: unknown[] }).predictions;
-    });
-  }
+  if (predictorUrl) fake.setPredictor(predictorFromUrl(predictorUrl));
   process.stdout.write(`${JSON.stringify({ root: fake.root, env: fake.env() })}\n`);
   const stop = (): void => {
     void fake.close().then(() => process.exit(0));

@@ -58,6 +58,13 @@ export const platformHandlers: Record<string, Handler> = {
     if (![0, 1, 3].includes(requested)) throw badValue(`Invalid requested policy version ${requested}; valid values are 0, 1 and 3.`);
     return p.iamPolicy;
   },
+  'cloudresourcemanager.projects.testIamPermissions': (c) => {
+    const p = c.core.project(c.params.resource as string);
+    const asked = (c.body.permissions as string[] | undefined) ?? [];
+    if (asked.length > 100) throw badValue('At most 100 permissions can be tested in one call.');
+    for (const perm of asked) if (!/^[a-z0-9]+\.[A-Za-z0-9]+\.[A-Za-z0-9]+$/.test(perm)) throw badValue(`Permission ${perm} is not valid.`);
+    return { permissions: asked.filter((perm) => !p.deniedPermissions.has(perm)) };
+  },
 
   'serviceusage.services.get': (c) => {
     const { project, service: s } = parseServiceName(c.core, c.params.name as string);

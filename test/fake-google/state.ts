@@ -32,6 +32,8 @@ export interface FakeProject {
   projectNumber: string;
   /** cloudresourcemanager projects.getIamPolicy answers this (version, bindings, etag). */
   iamPolicy: Policy;
+  /** Permissions projects.testIamPermissions leaves out of its answer (the caller lacks them); all others are granted. */
+  deniedPermissions: Set<string>;
   /** Service names (e.g. aiplatform.googleapis.com) enabled on the project. */
   enabledServices: Set<string>;
   /** iam projects.serviceAccounts.get answers these, by email. */
@@ -112,6 +114,7 @@ export function newProject(projectId: string, projectNumber: string, enabled: st
         { role: 'roles/editor', members: [`serviceAccount:${computeSa}`] },
       ],
     },
+    deniedPermissions: new Set(),
     enabledServices: new Set(enabled),
     serviceAccounts: new Map([
       [
