@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as storage from '../storage';
 import { UserError } from '../errors';
 import { modelSummary, ResNetConfig } from '../model';
-import { learningRate } from './recipe';
+import { learningRate, shortRunNotice } from './recipe';
 import { TrainInput, evalBatches, datasetInfo, InputState } from './input';
 import { defaultPreprocessing, PreprocessingSettings } from './preprocessing';
 import { saveCheckpoint, loadLatestCheckpoint } from './checkpoint';
@@ -62,6 +62,8 @@ export type TrainEvent =
       numEvalImages: number;
       numClasses: number;
       resumed: boolean;
+      /** One line of advice on the learning rate for a short run (see shortRunNotice), to show with the start. */
+      notice?: string;
     }
   | {
       kind: 'step';
@@ -253,6 +255,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       numEvalImages,
       numClasses,
       resumed: !!ckpt,
+      notice: shortRunNotice({ batchSize, trainSteps: opts.trainSteps, numTrainImages, baseLr: opts.baseLearningRate }),
     });
     let interrupted = false;
     let rate = 0;
