@@ -16,6 +16,7 @@ import * as path from 'node:path';
 import { exportFashionMnistJpegs, FASHION_MNIST_CLASSES } from '../lib/fashion-mnist';
 import { preprocess } from '../lib/preprocess';
 import { train } from '../lib/train';
+import { BENCHMARK_BASE_LEARNING_RATE } from '../lib/train/recipe';
 import { numberArg } from './args';
 
 const TRAIN_IMAGES = numberArg('train_images', 10000);
@@ -23,7 +24,7 @@ const IMAGE_SIZE = numberArg('image_size', 64);
 const EPOCHS = numberArg('epochs', 30);
 const BATCH = numberArg('batch', 64);
 const EVAL_EVERY_EPOCHS = numberArg('eval_every_epochs', 2);
-const BASE_LR = numberArg('base_lr', 0.4);
+const BASE_LR = numberArg('base_lr', BENCHMARK_BASE_LEARNING_RATE);
 /** Smallest random-crop area (tensorflow/tpu's default is 0.08). */
 const MIN_CROP_AREA = numberArg('min_crop_area', 0.5);
 const LABEL_SMOOTHING = numberArg('label_smoothing', 0);

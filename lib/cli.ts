@@ -3,7 +3,8 @@
  * `imgclass <command>`: parsing only; each command calls one library function and prints its result.
  * Flags are the tutorial's snake_case (`--train_csv`); kebab-case (`--train-csv`) works too.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { normalizeFlags, snakeCaseFlags } from './cli-flags';
 import { UserError, errorMessage } from './errors';
 import { terminalProgress } from './progress';
 import { preprocess } from './preprocess';
@@ -20,15 +21,7 @@ import { isVertexDeployment } from './backend';
 import { runNotebookSuite, stripOutputFiles } from './notebook-suite';
 import { collectParameters, splitParameterArgs } from './runner/command';
 
-/** `--train_csv=x` → `--train-csv=x`, so both spellings reach commander as one option. */
-export function normalizeFlags(argv: string[]): string[] {
-  return argv.map((a) => {
-    if (!a.startsWith('--')) return a;
-    const eq = a.indexOf('=');
-    const name = eq < 0 ? a : a.slice(0, eq);
-    return name.replace(/_/g, '-') + (eq < 0 ? '' : a.slice(eq));
-  });
-}
+export { normalizeFlags };
 
 function wholeNumber(min: number) {
   return (value: string): number => {
@@ -94,6 +87,12 @@ function withCloudOptions(c: Command): Command {
 export function buildProgram(): Command {
   const program = new Command('imgclass')
     .description('From labelled JPEGs to a trained, deployed ResNet image classifier')
+    // Subcommands inherit these three: flags in help and in commander's messages (required option,
+    // unknown option, invalid or missing argument) as the README writes them, and a usage error is
+    // thrown to main() (exit 2, bad input) instead of exiting with 1.
+    .configureHelp({ optionTerm: (option) => snakeCaseFlags(option.flags) })
+    .configureOutput({ outputError: (str, write) => write(snakeCaseFlags(str)) })
+    .exitOverride()
     .showHelpAfterError();
 
   program
@@ -324,7 +323,7 @@ export function buildProgram(): Command {
         onDone: (nb, res) =>
           process.stderr.write(res.ok ? `  done in ${res.seconds.toFixed(1)} s → ${res.output}\n` : `  FAILED: ${res.error}\n  the executed notebook (with the error) is in ${res.output}\n`),
       });
-      process.stderr.write(`${r.undeploy}\n`);
+      if (r.undeploy) process.stderr.write(`${r.undeploy}\n`);
       process.stdout.write(r.ok ? `all ${r.results.length} notebooks ran; executed copies in ${out}\n` : `stopped at ${r.failed}\n`);
       if (!r.ok) process.exitCode = 1;
     });
@@ -352,7 +351,7 @@ export function buildProgram(): Command {
     .option('--start-timeout <s>', 'seconds to wait for the kernel to start', positiveSeconds, 60)
     .option('--prepare-only', 'write the parameterized notebook without running it', false)
     .option('--log-output', 'echo cell outputs to stdout/stderr as they arrive', false)
-    .option('--progress-bar', 'show cells done/total (default on a terminal, unless --log-output)')
+    .option('--progress-bar', 'show cells done/total (default on a terminal, unless --log_output)')
     .option('--no-progress-bar', 'no progress display')
     .addHelpText('after', RUN_NOTEBOOK_HELP)
     .action(async (args: string[], o: RunNotebookCommandOptions) => {
@@ -369,6 +368,10 @@ export async function main(argv: string[]): Promise<number> {
     await buildProgram().parseAsync(normalizeFlags(argv), { from: 'user' });
     return 0;
   } catch (err) {
+    if (err instanceof CommanderError) {
+      // Already printed by commander. --help and --version end here too, with their own code.
+      return err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version' ? err.exitCode : 2;
+    }
     if (err instanceof UserError) {
       process.stderr.write(`imgclass: ${err.message}\n`);
       return 2;

@@ -55,8 +55,11 @@ export interface SuiteResult {
   results: { notebook: string; result: RunNotebookResult }[];
   /** The notebook that failed, if one did. */
   failed?: string;
-  /** What undeploying at the end did. */
-  undeploy: string;
+  /**
+   * What undeploying at the end did, when a deployment was still recorded then (notebook 07 left its
+   * server running, or a run stopped before notebook 08 undeployed); undefined when there was none.
+   */
+  undeploy?: string;
 }
 
 export async function runNotebookSuite(o: SuiteOptions): Promise<SuiteResult> {
@@ -66,7 +69,7 @@ export async function runNotebookSuite(o: SuiteOptions): Promise<SuiteResult> {
   fs.mkdirSync(workDir, { recursive: true });
   const results: SuiteResult['results'] = [];
   let failed: string | undefined;
-  let undeploy = '';
+  let undeploy: string | undefined;
   // The next notebook's kernel starts while this one runs (see warm-kernels.ts).
   const kernels = new WarmKernels();
   try {
@@ -94,7 +97,8 @@ export async function runNotebookSuite(o: SuiteOptions): Promise<SuiteResult> {
   } finally {
     await kernels.close();
     try {
-      undeploy = (await undeployLocal(workDir)).message;
+      const u = await undeployLocal(workDir);
+      if (u.recorded) undeploy = u.message;
     } catch (err) {
       undeploy = `could not undeploy: ${errorMessage(err)}`;
     }

@@ -1,7 +1,7 @@
 /**
  * What the local backend needs from this machine, checked: the local counterpart of the codelab's
  * section 2, where the cloud needs a service account and the local run needs none, only a recent
- * Node.js, cores, memory, disk for the work folder and a TensorFlow.js backend that trains.
+ * Node.js, cores, memory, disk for the work folder and a TensorFlow.js engine that trains.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -74,9 +74,9 @@ export async function checkLocalPrerequisites(workDir: string): Promise<Check[]>
   }
   try {
     const b = await chooseBackend();
-    checks.push({ name: 'TensorFlow.js backend', value: b.engine, ok: true, note: b.note.replace(/^backend: /, '') });
+    checks.push({ name: 'TensorFlow.js engine', value: b.engine, ok: true, note: b.note.replace(/^engine: /, '') });
   } catch (err) {
-    checks.push({ name: 'TensorFlow.js backend', value: 'none', ok: false, note: errorMessage(err) });
+    checks.push({ name: 'TensorFlow.js engine', value: 'none', ok: false, note: errorMessage(err) });
   }
   checks.push({ name: 'image decoding', value: `sharp ${sharp.versions.sharp ?? '?'} (libvips ${sharp.versions.vips})`, ok: true });
   return checks;

@@ -8,9 +8,10 @@ export DEBIAN_FRONTEND=noninteractive
 # jupyter-nbconvert runs a notebook on our kernelspec in the tests; python3-nbformat validates what our
 # runner writes; jupyter-client drives tslab in the chart tests; jupyter-notebook for interactive use
 # and, with chromium, the browser smoke test. libdnnl-dev (oneDNN), g++ and make build the native
-# training kernels (native/onednn) during `npm ci`.
+# training kernels (native/onednn) during `npm ci`. protobuf-compiler: protoc decodes our TensorBoard
+# event files with TensorFlow's event.proto in the tests (TensorBoard itself needs PyPI).
 apt_packages=(jupyter-client jupyter-nbconvert python3-nbclient python3-nbformat jupyter-notebook
-  fonts-dejavu-core dataset-fashion-mnist chromium libdnnl-dev g++ make)
+  fonts-dejavu-core dataset-fashion-mnist chromium libdnnl-dev g++ make protobuf-compiler)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -61,12 +61,12 @@ test('deployLocal starts a server that answers predictions and outlives its star
   assert.ok(processAlive(again.pid));
 
   const u = await undeployLocal(work);
-  assert.deepEqual([u.stopped, u.pid], [true, again.pid]);
+  assert.deepEqual([u.recorded, u.stopped, u.pid], [true, true, again.pid]);
   assert.equal(processAlive(again.pid), false);
   assert.equal(fs.existsSync(path.join(work, DEPLOYMENT_FILE)), false);
   assert.match(fs.readFileSync(path.join(work, 'server.log'), 'utf8'), /SIGTERM: finishing requests in flight/);
   const twice = await undeployLocal(work);
-  assert.equal(twice.stopped, false);
+  assert.deepEqual([twice.recorded, twice.stopped], [false, false]);
   await assert.rejects(readDeployment(work), /no deployment in .*: deploy the model first/);
 });
 
@@ -76,7 +76,7 @@ test('undeployLocal never signals a recorded pid that is not an imgclass server'
   // This test process is alive but is not `imgclass serve`: it must survive, and the record goes.
   fs.writeFileSync(path.join(work, DEPLOYMENT_FILE), JSON.stringify({ pid: process.pid, url: 'http://127.0.0.1:1' }));
   const u = await undeployLocal(work);
-  assert.equal(u.stopped, false);
+  assert.deepEqual([u.recorded, u.stopped], [true, false]);
   assert.match(u.message, /was not running/);
   assert.equal(fs.existsSync(path.join(work, DEPLOYMENT_FILE)), false);
 });

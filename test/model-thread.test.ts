@@ -35,7 +35,7 @@ test('the model thread answers exactly what the same model answers on this threa
   const got = await thread.classify(inputs);
   assert.equal(got.length, inputs.length);
   got.forEach((p, i) => assert.deepEqual(Array.from(p), Array.from(expected[i]!), `image ${i}`));
-  assert.match(thread.backendNote, /backend: /);
+  assert.match(thread.backendNote, /^engine: /);
 });
 
 test('the event loop runs while the model thread classifies (on this thread it could not)', async () => {

@@ -104,6 +104,8 @@ test('all eight notebooks run headless on data-samples (local backend); the serv
   console.log(`# run-notebooks.sh: ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
   assert.match(r.stdout, /all 8 notebooks ran/);
+  // Notebook 08 undeployed; the runner's own undeploy at the end then has nothing to say.
+  assert.doesNotMatch(r.stderr, /no deployment recorded/);
   const files = NAMES.map((n) => path.join(out, n));
   nbformatCheck(files, false);
   const nbs = new Map(NAMES.map((n, i) => [n, read(files[i]!)]));
@@ -111,6 +113,9 @@ test('all eight notebooks run headless on data-samples (local backend); the serv
     assert.deepEqual(outputs(nb).filter((o) => o.output_type === 'error'), [], `${name} has no errors`);
     assert.ok(codeCells(nb).every((c) => c.metadata.papermill?.status === 'completed'), `${name}: every cell completed`);
     assert.match(stdout(nb), new RegExp(`work folder: ${path.join(out, 'work').replace(/[.]/g, '\\.')}`), `${name} used the shared work folder`);
+    const injected = codeCells(nb).filter((c) => hasTag(c, 'injected-parameters'));
+    assert.equal(injected.length, 1, `${name}: one injected-parameters cell`);
+    assert.deepEqual(injected[0]!.outputs, [], `${name}: the injected-parameters cell shows nothing, as papermill's`);
   }
   for (const name of ['01-data.ipynb', '06-train.ipynb', '08-predict.ipynb']) {
     const charts = displays(nbs.get(name)!).filter((d) => typeof d['image/png'] === 'string' && d[VEGA_LITE_MIME]);
@@ -121,6 +126,11 @@ test('all eight notebooks run headless on data-samples (local backend); the serv
   assert.ok(titles.some((t) => t.includes('Loss / Eval accuracy')) && titles.some((t) => t.includes('Training')), titles.join(' | '));
   assert.ok(titles.some((t) => t.includes('Confusion matrix')));
   assert.match(stdout(nbs.get('06-train.ipynb')!), /trained to step 80 .* top-1 \d+\.\d %/);
+  // One name for the engine: the line at the start and the summary at the end.
+  const engine = /^engine: (\w+) /m.exec(stdout(nbs.get('06-train.ipynb')!))?.[1];
+  assert.ok(engine, 'notebook 06 names its engine');
+  assert.match(stdout(nbs.get('06-train.ipynb')!), new RegExp(`trained to step 80 in [\\d.]+ s \\([\\d.]+ images/s, ${engine} x\\d+\\)`));
+  if (process.env.IMGCLASS_REQUIRE_ONEDNN === '1') assert.equal(engine, 'onednn');
   // 01 and 04: image grids.
   assert.ok(displays(nbs.get('01-data.ipynb')!).some((d) => d['text/plain'] === 'sample training images' && d['image/png']));
   assert.match(stdout(nbs.get('04-preprocess-local.ipynb')!), /feature keys: image\/channels, image\/class\/label, .*image\/encoded/);
@@ -205,6 +215,9 @@ test('Jupyter (nbconvert) runs notebook 03 with the kernel kernel-setup.sh regis
     }));
   const a = summary(read(viaJupyter));
   assert.deepEqual(a, summary(read(ours)));
+  for (const nb of [read(viaJupyter), read(ours)]) {
+    assert.deepEqual(codeCells(nb).filter((c) => hasTag(c, 'injected-parameters')).map((c) => c.outputs), [[]], 'Jupyter shows nothing for the injected cell either');
+  }
   const all = JSON.stringify(a);
   assert.match(all, /ResNet-18, 32x32x3 -> 5 classes/);
   assert.match(all, /--train_steps=120/, 'the injected parameter reached the kernel');

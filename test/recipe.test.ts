@@ -9,12 +9,28 @@ import {
   applyGradients,
   lossAndGradients,
   evaluateBatch,
+  shortRunNotice,
   LrScheduleConfig,
 } from '../lib/train/recipe';
 import { UserError } from '../lib/errors';
 
 before(async () => {
   await tf.setBackend('cpu');
+});
+
+test('a short run at tpu\'s base rate gets one line of advice: the first decay within two epochs', () => {
+  // 320 images, batch 32: 10 steps an epoch. The first decay is at ceil(30/90 x steps).
+  const at = (trainSteps: number, baseLr?: number) => shortRunNotice({ batchSize: 32, trainSteps, numTrainImages: 320, baseLr });
+  assert.equal(
+    at(60),
+    "note: in this 60-step run the learning rate first decays at step 20, 2.0 epochs in; tensorflow/tpu's base rate 0.1 " +
+      "trains poorly in a run this short (the project's benchmarks use --base_learning_rate 0.4)",
+  );
+  assert.match(at(30)!, /first decays at step 10, 1\.0 epochs in/);
+  assert.equal(at(63), undefined, 'decay at step 21, 2.1 epochs in: long enough');
+  assert.equal(at(60, 0.1), at(60), 'tpu\'s rate given explicitly is still tpu\'s rate');
+  assert.equal(at(60, 0.4), undefined, 'a rate of the user\'s own: no advice');
+  assert.equal(learningRatePhases({ batchSize: 32, trainSteps: 60 })[1]!.startStep, 20, 'the decay the notice names is the schedule\'s');
 });
 
 function close(actual: number, expected: number, what: string, tol = 1e-6): void {

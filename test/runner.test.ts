@@ -183,7 +183,7 @@ test('parameterize: finds declarations, injects after the parameters cell, repla
   assert.ok(nb.cells.every((c) => typeof c.id === 'string' && c.id.length > 0));
   const first = parameterizeNotebook(nb, { n: 2, s: 'b', extra: true });
   assert.deepEqual(first.notebook.cells.map((c) => c.metadata.tags ?? []), [[], ['parameters'], ['injected-parameters'], []]);
-  assert.equal(first.notebook.cells[2]!.source, '// Parameters\nlet n: number = 2;\nlet s = "b";\nlet extra = true;\nundefined;');
+  assert.equal(first.notebook.cells[2]!.source, '// Parameters\nlet n: number = 2;\nlet s = "b";\nlet extra = true;');
   assert.equal(first.warnings.length, 1);
   assert.match(first.warnings[0]!, /unknown parameter "extra"/);
   assert.deepEqual(first.notebook.metadata.papermill!.parameters, { n: 2, s: 'b', extra: true });
@@ -336,6 +336,8 @@ test('a parameterized notebook runs: every value type reaches the kernel; stream
   const [injected] = tagged(nb, 'injected-parameters');
   assert.equal(nb.cells.indexOf(injected), 2, 'right after the parameters cell');
   assert.match(text(injected.source), /^let n: number = 3;$/m);
+  assert.deepEqual(injected.outputs, [], 'the injected cell shows nothing, as papermill\'s');
+  assert.doesNotMatch(text(injected.source), /undefined/);
   assert.deepEqual(JSON.parse(stdoutOf(nb.cells[3])), parameters);
   assert.equal(nb.cells[4].execution_count, null, 'a blank cell is not sent to the kernel');
   assert.deepEqual(
@@ -460,12 +462,12 @@ test('a TypeScript type error fails its cell with a CompileError', async () => {
   assert.equal(nb.cells[4].metadata.papermill.status, 'pending');
 });
 
-test('--execution-timeout interrupts a looping cell and fails the run', async () => {
+test('--execution_timeout interrupts a looping cell and fails the run', async () => {
   const input = writeNb('loop.ipynb', [code('console.log("start");'), code('while (true) {}'), code('console.log("after");')]);
   const output = path.join(dir, 'loop-out.ipynb');
   const r = await runCli(['run-notebook', input, output, '--execution-timeout', '2']);
   assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stderr, /cell 2 \(In \[2\]: while \(true\) \{\}\) timed out after 2 s \(--execution-timeout\)/);
+  assert.match(r.stderr, /cell 2 \(In \[2\]: while \(true\) \{\}\) timed out after 2 s \(--execution_timeout\)/);
   assert.ok(r.seconds < 20, `took ${r.seconds} s`);
   const nb = readJson(output);
   validateWithNbformat(output);

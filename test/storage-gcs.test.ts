@@ -11,7 +11,11 @@ import * as path from 'node:path';
 import * as crypto from 'node:crypto';
 import * as dc from 'node:diagnostics_channel';
 import type { Socket } from 'node:net';
+import * as http from 'node:http';
 import type { ClientRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { Storage } from '@google-cloud/storage';
 import * as storage from '../lib/storage';
 import { UserError } from '../lib/errors';
@@ -20,8 +24,9 @@ import { readRecordFile } from '../lib/tfrecord';
 import { decodeExample, getBytes, getInt64, getString } from '../lib/example';
 import { isLockClaim } from '../lib/folder-lock';
 import { FakeGcs, FakeGcsRequest } from './fake-gcs';
-import { tempDir, removeDir, jpeg } from './helpers';
+import { tempDir, removeDir, jpeg, REPO_ROOT } from './helpers';
 
+const execFileAsync = promisify(execFile);
 const BUCKET = 'imgclass-test';
 const fake = new FakeGcs();
 /** Hosts this thread opened HTTP requests or TCP connections to. */
@@ -289,8 +294,25 @@ test('commitFile uploads a local temporary file and removes it', async () => {
   }
 });
 
+/**
+ * A stand-in metadata server: google-auth-library (gcp-metadata) looks the GCE metadata server up at
+ * GCE_METADATA_IP / GCE_METADATA_HOST when set, so pointed here, every credentials or project lookup
+ * of any thread or process that inherits the environment is recorded. It answers 404, as a machine
+ * off Google Cloud would make the library conclude.
+ */
+async function metadataListener(): Promise<{ host: string; requests: string[]; close(): Promise<void> }> {
+  const requests: string[] = [];
+  const server = http.createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    res.writeHead(404, { 'Metadata-Flavor': 'Google' }).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { host: `127.0.0.1:${port}`, requests, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
 test('preprocess reads JPEGs from gs:// in worker threads and writes shards to gs://', async () => {
-  const started = Date.now();
+  const metadata = await metadataListener();
   const labels = ['cat', 'dog'];
   const images = new Map<string, { bytes: Buffer; label: string }>();
   let seed = 0;
@@ -312,9 +334,11 @@ test('preprocess reads JPEGs from gs:// in worker threads and writes shards to g
   // The output folder was made with the Cloud Console's "Create folder": a placeholder object.
   fake.put(BUCKET, 'pp/out/', '');
 
-  const savedHost = process.env.STORAGE_EMULATOR_HOST;
+  const saved = { STORAGE_EMULATOR_HOST: process.env.STORAGE_EMULATOR_HOST, GCE_METADATA_HOST: process.env.GCE_METADATA_HOST, GCE_METADATA_IP: process.env.GCE_METADATA_IP };
   // Workers build their own client from the environment they copy when the pool starts.
   process.env.STORAGE_EMULATOR_HOST = fake.endpoint;
+  process.env.GCE_METADATA_HOST = metadata.host;
+  process.env.GCE_METADATA_IP = metadata.host;
   try {
     const opts = { trainCsv: url('pp/train.csv'), validationCsv: url('pp/eval.csv'), labelsFile: url('pp/labels.txt'), outputDir: url('pp/out'), numShards: 2, workers: 2 };
     const result = await preprocess(opts);
@@ -381,10 +405,25 @@ test('preprocess reads JPEGs from gs:// in worker threads and writes shards to g
     // Local temporaries (staging folder, shard files before upload) are gone.
     const leftovers = fs.readdirSync(os.tmpdir()).filter((n) => n.includes(`-${process.pid}-`) && n.startsWith('.imgclass-'));
     assert.deepEqual(leftovers, []);
+    // No thread asked the metadata server for credentials or a project.
+    assert.deepEqual(metadata.requests, [], 'a credentials or project lookup reached the metadata server');
+    // The listener does see a lookup when one is made: google-auth-library with no credentials, in a
+    // process with the same environment (and a HOME without gcloud's application-default file).
+    const home = tempDir('imgclass-home-');
+    try {
+      const env = { ...process.env, HOME: home, GOOGLE_APPLICATION_CREDENTIALS: '' };
+      // Asynchronously: the listener runs on this thread's event loop.
+      await execFileAsync(process.execPath, ['-e', 'new (require("google-auth-library").GoogleAuth)().getClient().catch(() => undefined)'], { cwd: REPO_ROOT, env, timeout: 60_000 });
+      const seen: string[] = metadata.requests;
+      assert.ok(seen.some((r) => r.startsWith('GET /computeMetadata/v1/')), `the listener saw no lookup from the probe: ${JSON.stringify(seen)}`);
+    } finally {
+      removeDir(home);
+    }
   } finally {
-    if (savedHost === undefined) delete process.env.STORAGE_EMULATOR_HOST;
-    else process.env.STORAGE_EMULATOR_HOST = savedHost;
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    await metadata.close();
   }
-  const seconds = (Date.now() - started) / 1000;
-  assert.ok(seconds < 10, `took ${seconds} s; a credentials or metadata-server lookup would show as a long wait`);
 });

@@ -3,13 +3,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { SummaryWriter } from '../lib/train/summary-writer';
 import { readRecordFile } from '../lib/tfrecord';
 import { decodeEvent, DecodedEvent, FILE_VERSION } from '../lib/tensorboard-proto';
 import * as storage from '../lib/storage';
 import { tempDir, removeDir } from './helpers';
 import { useFakeGcs } from './fake-gcs';
+import { crc32cBitwise, splitRecords, protocDecodeEventFile, protocSkip } from './tensorboard-protoc';
 
 function eventFiles(dir: string): string[] {
   return fs.readdirSync(dir).filter((n) => n.startsWith('events.out.tfevents.')).map((n) => path.join(dir, n));
@@ -60,36 +60,8 @@ test('writes a TensorBoard event file: file_version first, then one event per sc
   }
 });
 
-// --- An independent reader: CRC-32C and protobuf wire format written out here, not taken from lib/.
-
-function crc32cBitwise(data: Uint8Array): number {
-  let crc = 0xffffffff;
-  for (const byte of data) {
-    crc ^= byte;
-    for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1;
-  }
-  return (crc ^ 0xffffffff) >>> 0;
-}
-
-function masked(crc: number): number {
-  return ((((crc >>> 15) | (crc << 17)) >>> 0) + 0xa282ead8) >>> 0;
-}
-
-/** Split a TFRecord file by hand, checking both masked CRCs of every record. */
-function splitRecords(buf: Buffer): Buffer[] {
-  const out: Buffer[] = [];
-  let off = 0;
-  while (off < buf.length) {
-    const len = Number(buf.readBigUInt64LE(off));
-    assert.equal(buf.readUInt32LE(off + 8), masked(crc32cBitwise(buf.subarray(off, off + 8))), `length CRC at ${off}`);
-    const data = buf.subarray(off + 12, off + 12 + len);
-    assert.equal(buf.readUInt32LE(off + 12 + len), masked(crc32cBitwise(data)), `data CRC at ${off}`);
-    out.push(data);
-    off += 12 + len + 4;
-  }
-  assert.equal(off, buf.length);
-  return out;
-}
+// --- Independent readers: CRC-32C and framing written out by hand (./tensorboard-protoc), the protobuf
+// wire format derived by hand here, and protoc with TensorFlow's own event.proto.
 
 test('event file bytes match a hand-derived encoding (independent CRC-32C and protobuf wire format)', async () => {
   assert.equal(crc32cBitwise(Buffer.from('123456789')), 0xe3069283, 'CRC-32C check value (RFC 3720)');
@@ -166,25 +138,33 @@ test('gs:// logdir: written in a local cache and uploaded on flush', async () =>
   }
 });
 
-const havePythonTensorboard =
-  spawnSync('python3', ['-c', 'import tensorboard'], { stdio: 'ignore', timeout: 10000 }).status === 0;
-
-test('TensorBoard itself reads the file', { skip: !havePythonTensorboard && 'python3 cannot import tensorboard here' }, async () => {
+test('protoc, with TensorFlow\'s event.proto, decodes the file: file_version, then step, wall_time, tag and value of each point', { skip: protocSkip }, async () => {
   const dir = tempDir();
   try {
+    const before = Date.now() / 1000;
     const w = await SummaryWriter.create(dir);
     w.scalar('loss', 0.25, 3, 1.5);
-    w.scalar('loss', 0.125, 4, 2.5);
+    w.scalar('loss', 0.125, 4, 1700000000.125);
+    w.scalar('accuracy/top_1', 0.1, 2 ** 40, 1700000001.75);
+    w.scalar('learning_rate', 1e-7, 0, 1700000002);
     await w.close();
-    const py = [
-      'import sys, json',
-      'from tensorboard.backend.event_processing.event_accumulator import EventAccumulator',
-      'acc = EventAccumulator(sys.argv[1]); acc.Reload()',
-      'print(json.dumps([[e.wall_time, e.step, e.value] for e in acc.Scalars("loss")]))',
-    ].join('\n');
-    const r = spawnSync('python3', ['-c', py, dir], { encoding: 'utf8', timeout: 60000 });
-    assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout.trim().split('\n').pop()!), [[1.5, 3, 0.25], [2.5, 4, 0.125]]);
+    const events = protocDecodeEventFile(w.path);
+    assert.equal(events.length, 5);
+    const [version, ...points] = events;
+    assert.equal(version!.file_version, 'brain.Event:2');
+    assert.deepEqual(version!.fields, ['file_version', 'wall_time']);
+    assert.ok(version!.wall_time >= before && version!.wall_time <= Date.now() / 1000, `file_version wall_time ${version!.wall_time}`);
+    // simple_value is a float32: protoc prints the shortest text that reads back as that float.
+    assert.deepEqual(
+      points.map((e) => [e.step, e.wall_time, e.values.map((v) => [v.tag, Math.fround(v.simple_value)])]),
+      [
+        [3, 1.5, [['loss', 0.25]]],
+        [4, 1700000000.125, [['loss', 0.125]]],
+        [2 ** 40, 1700000001.75, [['accuracy/top_1', Math.fround(0.1)]]],
+        [0, 1700000002, [['learning_rate', Math.fround(1e-7)]]],
+      ],
+    );
+    assert.ok(points.every((e) => e.fields.join() === (e.step === 0 ? 'summary,wall_time' : 'step,summary,wall_time')), 'nothing but step, wall_time and summary');
   } finally {
     removeDir(dir);
   }

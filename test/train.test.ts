@@ -19,6 +19,7 @@ import { chooseBackend } from '../lib/engine/backend';
 import { readRecordFile } from '../lib/tfrecord';
 import { decodeEvent } from '../lib/tensorboard-proto';
 import { tempDir, removeDir, REPO_ROOT, CLI } from './helpers';
+import { protocDecodeEventFile, protocSkip } from './tensorboard-protoc';
 
 const SAMPLES = path.join(REPO_ROOT, 'data-samples');
 let work: string;
@@ -59,6 +60,7 @@ test('trains a ResNet-18 on data-samples to well above chance, with metrics, Ten
   const modelDir = path.join(work, 'model');
   const exportDir = path.join(work, 'export');
   const events: TrainEvent[] = [];
+  const runStarted = Date.now() / 1000;
   // 90 steps of 32 images, 8 epochs of the 360 training images: ~25 s with oneDNN, ~85 s on XNNPACK.
   const STEPS = 90;
   const r = await train({
@@ -73,6 +75,10 @@ test('trains a ResNet-18 on data-samples to well above chance, with metrics, Ten
   });
   const start = events.find((e) => e.kind === 'start') as Extract<TrainEvent, { kind: 'start' }>;
   assert.equal(start.backend, 'wasm', 'never the slow cpu backend silently');
+  // CI builds oneDNN and requires it: then the engine must be it, not XNNPACK quietly in its place.
+  if (process.env.IMGCLASS_REQUIRE_ONEDNN === '1') assert.equal(start.engine, 'onednn', start.backendNote);
+  assert.equal(r.engine, start.engine, 'the result names the engine the run started on');
+  assert.equal(start.notice, undefined, 'base rate 0.4: no advice on it');
   assert.equal(start.numTrainImages, 360);
   assert.equal(start.numEvalImages, 40);
   assert.equal(start.numClasses, 5);
@@ -94,6 +100,35 @@ test('trains a ResNet-18 on data-samples to well above chance, with metrics, Ten
   const tbEval = await eventScalars(path.join(modelDir, 'eval'));
   assert.deepEqual(tbEval.get('top_1_accuracy')?.map((s) => s.step), [STEPS]);
   assert.ok(Math.abs((tbEval.get('top_1_accuracy')![0]!.value) - r.lastEval.top1) < 1e-6);
+
+  // The same files read by protoc with TensorFlow's event.proto (not our schema or reader).
+  if (protocSkip) console.log(`# protoc check of the event files skipped: ${protocSkip}`);
+  else {
+    const trainLines = metrics.filter((m) => m.kind === 'train') as unknown as { step: number; loss: number; lr: number; img_s: number; wall_time: number }[];
+    const eventFile = (dir: string): string => {
+      const files = fs.readdirSync(dir).filter((n) => n.startsWith('events.out.tfevents.'));
+      assert.equal(files.length, 1, `one event file in ${dir}`);
+      return path.join(dir, files[0]!);
+    };
+    const [version, ...points] = protocDecodeEventFile(eventFile(modelDir));
+    assert.equal(version!.file_version, 'brain.Event:2');
+    assert.ok(version!.wall_time >= runStarted && version!.wall_time <= Date.now() / 1000);
+    // One event per scalar: loss, learning_rate, images_per_sec of every step, equal (as float32) to metrics.jsonl.
+    assert.equal(points.length, 3 * STEPS);
+    points.forEach((e, i) => {
+      const m = trainLines[Math.floor(i / 3)]!;
+      const [tag, value] = ([['loss', m.loss], ['learning_rate', m.lr], ['images_per_sec', m.img_s]] as [string, number][])[i % 3]!;
+      assert.deepEqual([e.step, e.values.map((v) => v.tag)], [m.step, [tag]], `event ${i + 1}`);
+      assert.equal(Math.fround(e.values[0]!.simple_value), Math.fround(value), `${tag} at step ${m.step}`);
+      assert.ok(e.wall_time >= version!.wall_time && e.wall_time <= Date.now() / 1000, `wall_time of step ${m.step}`);
+      if (i > 0) assert.ok(e.wall_time >= points[i - 1]!.wall_time, 'wall_time never goes back');
+    });
+    const evalEvents = protocDecodeEventFile(eventFile(path.join(modelDir, 'eval'))).slice(1);
+    assert.deepEqual(
+      evalEvents.map((e) => [e.step, e.values[0]!.tag, Math.fround(e.values[0]!.simple_value)]),
+      [[STEPS, 'top_1_accuracy', Math.fround(r.lastEval.top1)], [STEPS, 'loss', Math.fround(r.lastEval.loss)]],
+    );
+  }
 
   // The export, loaded back in this process, scores the validation set as the trainer did.
   assert.ok(r.exportPath && fs.existsSync(path.join(r.exportPath, 'model.json')));
@@ -131,6 +166,10 @@ test('killed with SIGKILL mid-run, training resumes from the last checkpoint and
   const straight = path.join(work, 'straight');
   const a = runCli([...common, '--model_dir', straight]);
   assert.equal(a.status, 0, a.stderr);
+  // 24 steps of 8 images at tpu's base rate: the first decay comes at step 8, 0.2 epochs in.
+  assert.match(a.stderr, process.env.IMGCLASS_REQUIRE_ONEDNN === '1' ? /^engine: onednn \(/m : /^engine: (onednn|wasm) \(/m);
+  assert.match(a.stdout, process.env.IMGCLASS_REQUIRE_ONEDNN === '1' ? /img\/s, onednn x2\)/ : /img\/s, (onednn|wasm) x2\)/);
+  assert.match(a.stderr, /^note: in this 24-step run the learning rate first decays at step 8, 0\.2 epochs in; .* --base_learning_rate 0\.4\)$/m);
 
   const killed = path.join(work, 'killed');
   const child = spawn(process.execPath, [CLI, ...common, '--model_dir', killed], { stdio: 'ignore' });

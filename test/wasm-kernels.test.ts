@@ -129,18 +129,18 @@ test('chooseBackend picks oneDNN when its addon loads, else wasm with our kernel
   assert.equal(again.name, 'wasm');
   assert.equal(tf.getBackend(), 'wasm');
   if (onednn.ok) {
-    assert.match(again.note, /^backend: onednn \(convolutions and their gradients on oneDNN \d+\.\d+\.\d+, \w+, \d+ threads?; the rest on wasm \(XNNPACK SIMD/);
+    assert.match(again.note, /^engine: onednn \(convolutions and their gradients on oneDNN \d+\.\d+\.\d+, \w+, \d+ threads?; the rest on wasm \(XNNPACK SIMD/);
     assert.ok(oneDnnKernelsActive());
   } else {
     assert.ok(!requireOneDnn, `IMGCLASS_REQUIRE_ONEDNN=1 but ${onednn.reason}`);
-    assert.match(again.note, /^backend: wasm \(XNNPACK SIMD, \d+ threads?; training kernels from imgclass\)/);
+    assert.match(again.note, /^engine: wasm \(XNNPACK SIMD, \d+ threads?; training kernels from imgclass\)/);
     assert.match(again.note, /oneDNN not used: /);
   }
   assert.match(again.note, /@tensorflow\/tfjs-node not used: not installed/);
   assert.ok(tf.getKernel('Conv2DBackpropFilter', 'wasm'), 'filter-gradient kernel registered');
   assert.ok(fs.existsSync(path.join(wasmBinaryDir(), 'tfjs-backend-wasm-simd.wasm')));
   const plain = await chooseBackend('wasm');
-  assert.match(plain.note, /^backend: wasm \(XNNPACK SIMD/);
+  assert.match(plain.note, /^engine: wasm \(XNNPACK SIMD/);
   assert.ok(!oneDnnKernelsActive(), 'choosing wasm after onednn puts the XNNPACK kernels back');
 });
 
@@ -177,7 +177,7 @@ test('the wasm binaries are found from another cwd (child process) and inside a 
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'imgclass-'));
   try {
     const printed = execFileSync(process.execPath, ['-e', script], { cwd, encoding: 'utf8' });
-    assert.match(printed, onednn.ok ? /backend: onednn \(/ : /backend: wasm \(XNNPACK/);
+    assert.match(printed, onednn.ok ? /engine: onednn \(/ : /engine: wasm \(XNNPACK/);
     // dW[a,b] counts the output pixels whose window puts tap (a,b) inside the all-ones 5x5 input:
     // rows 2i+a-1 for i = 0..2 stay in [0,5) for 2, 3, 2 values of i when a = 0, 1, 2.
     assert.match(printed, /\| 4,4,6,6,4,4,6,6,9,9,6,6,4,4,6,6,4,4\s*$/);
@@ -192,8 +192,8 @@ test('the wasm binaries are found from another cwd (child process) and inside a 
     });
     worker.once('error', reject);
   });
-  assert.match(fromWorker, onednn.ok ? /^backend: onednn \(.*\| 4,4,6,6,4,4,6,6,9,9,6,6,4,4,6,6,4,4$/
-    : /^backend: wasm \(XNNPACK.*\| 4,4,6,6,4,4,6,6,9,9,6,6,4,4,6,6,4,4$/);
+  assert.match(fromWorker, onednn.ok ? /^engine: onednn \(.*\| 4,4,6,6,4,4,6,6,9,9,6,6,4,4,6,6,4,4$/
+    : /^engine: wasm \(XNNPACK.*\| 4,4,6,6,4,4,6,6,9,9,6,6,4,4,6,6,4,4$/);
 });
 
 test('registerWasmTrainingKernels is idempotent and leaves the cpu kernels alone', async () => {

@@ -32,7 +32,7 @@ export interface BackendChoice {
   name: string;
   /** Which of our choices it is (`onednn` runs on tfjs's wasm backend, so `name` says 'wasm'). */
   engine: BackendName;
-  /** One line for the user, e.g. "backend: wasm (XNNPACK SIMD, 1 thread; training kernels from imgclass)". */
+  /** One line for the user, e.g. "engine: wasm (XNNPACK SIMD, 1 thread; training kernels from imgclass)": `engine` is its first word. */
   note: string;
 }
 
@@ -50,7 +50,7 @@ export async function chooseBackend(preferred?: BackendName, opts: BackendOption
   if (preferred == null || preferred === 'tensorflow') {
     const loaded = loadTfjsNode();
     if (loaded.ok && (await activate('tensorflow'))) {
-      return { name: tf.getBackend(), engine: 'tensorflow', note: 'backend: tensorflow (libtensorflow via @tensorflow/tfjs-node)' };
+      return { name: tf.getBackend(), engine: 'tensorflow', note: 'engine: tensorflow (libtensorflow via @tensorflow/tfjs-node)' };
     }
     const why = loaded.ok ? 'its backend failed to initialise' : loaded.reason;
     if (preferred === 'tensorflow') {
@@ -72,8 +72,8 @@ export async function chooseBackend(preferred?: BackendName, opts: BackendOption
       return {
         name: 'wasm',
         engine: 'onednn',
-        note: `backend: onednn (convolutions and their gradients on oneDNN ${loaded.version}, ${loaded.isa}, ` +
-          `${threads} thread${threads === 1 ? '' : 's'}; the rest on ${wasmNote.replace(/^backend: /, '')})` + tensorflowNote,
+        note: `engine: onednn (convolutions and their gradients on oneDNN ${loaded.version}, ${loaded.isa}, ` +
+          `${threads} thread${threads === 1 ? '' : 's'}; the rest on ${wasmNote.replace(/^engine: /, '')})` + tensorflowNote,
       };
     }
     if (preferred === 'onednn') {
@@ -88,7 +88,7 @@ export async function chooseBackend(preferred?: BackendName, opts: BackendOption
     return {
       name: tf.getBackend(),
       engine: 'cpu',
-      note: 'backend: cpu (pure JavaScript, about 100x slower than wasm for conv nets; chosen explicitly)',
+      note: 'engine: cpu (pure JavaScript, about 100x slower than wasm for conv nets; chosen explicitly)',
     };
   }
   // A thread that chose onednn before (tests, notebooks) gets XNNPACK's convolutions back.
@@ -113,7 +113,7 @@ async function activateWasm(): Promise<string> {
   }
   const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) === true;
   const threads = wasm.getThreadsCount();
-  return `backend: wasm (XNNPACK${simd ? ' SIMD' : ' without SIMD'}, ${threads} thread${threads === 1 ? '' : 's'}; ` +
+  return `engine: wasm (XNNPACK${simd ? ' SIMD' : ' without SIMD'}, ${threads} thread${threads === 1 ? '' : 's'}; ` +
     'training kernels from imgclass)';
 }
 

@@ -5,6 +5,7 @@
  */
 import { InvalidArgumentError } from 'commander';
 import { UserError } from '../errors';
+import { snakeCaseFlags } from '../cli-flags';
 import { readParametersFile } from './notebook-io';
 import { runNotebook } from './index';
 import type { Parameters, ParameterValue } from './translator';
@@ -25,14 +26,14 @@ Parameters (as papermill):
   -p, --parameters NAME VALUE      VALUE typed: 3 → number, 2.5/1e-3/inf/nan → number,
                                    true/false (True/False) → boolean, null (None) → null,
                                    anything else → string; repeatable
-  -r, --parameters-raw NAME VALUE  VALUE as a string, always; repeatable
-  -f, --parameters-file FILE       a JSON object of parameters; repeatable
+  -r, --parameters_raw NAME VALUE  VALUE as a string, always; repeatable
+  -f, --parameters_file FILE       a JSON object of parameters; repeatable
   Later sources win: -f files, then -p, then -r.
 
 Exit status: 0 all cells ran; 1 a cell failed, timed out or the kernel died (OUT is still written,
 with an error marker at the top linking to the failed cell); 2 bad usage or a missing input file.`;
 
-/** commander parser for --execution-timeout / --start-timeout. */
+/** commander parser for --execution_timeout / --start_timeout. */
 export function positiveSeconds(value: string): number {
   const n = Number(value);
   if (!(n > 0) || !Number.isFinite(n)) throw new InvalidArgumentError(`expected a positive number of seconds, got "${value}"`);
@@ -70,12 +71,12 @@ export function splitParameterArgs(args: string[]): SplitArgs {
     const isRaw = a === '-r' || a === '--parameters-raw';
     if (isTyped || isRaw) {
       if (i + 2 >= args.length) {
-        throw new UserError(`${a} needs two values: ${a} NAME VALUE`);
+        throw new UserError(snakeCaseFlags(`${a} needs two values: ${a} NAME VALUE`));
       }
       (isTyped ? out.typed : out.raw).push([args[i + 1]!, args[i + 2]!]);
       i += 2;
     } else if (a.startsWith('-') && a !== '-') {
-      throw new UserError(`run-notebook: unknown option ${a} (see imgclass run-notebook --help)`);
+      throw new UserError(`run-notebook: unknown option ${snakeCaseFlags(a)} (see imgclass run-notebook --help)`);
     } else out.positionals.push(a);
   }
   return out;

@@ -286,7 +286,7 @@ async function runCell(
         if (recorder.stderrChunks.length) dropTrailingStderr(cell, built.consumed);
         err = built.error;
         recorder.add(err);
-        // With --log-output the stderr chunks were already echoed as they came.
+        // With --log_output the stderr chunks were already echoed as they came.
         if (opts.logOutput && !recorder.stderrChunks.length) echo(err, stdout, stderr);
       }
       if (err.output_type !== 'error') return undefined;
@@ -295,7 +295,7 @@ async function runCell(
     }
     case 'timeout': {
       const s = (opts.executionTimeoutMs ?? 0) / 1000;
-      return fail('timeout', 'CellTimeoutError', `the cell did not finish within ${s} s (--execution-timeout) and was interrupted`, `${label} timed out after ${s} s (--execution-timeout)`);
+      return fail('timeout', 'CellTimeoutError', `the cell did not finish within ${s} s (--execution_timeout) and was interrupted`, `${label} timed out after ${s} s (--execution_timeout)`);
     }
     case 'cancelled':
       return fail('interrupted', 'KeyboardInterrupt', `the run was interrupted (${outcome.reason})`, `${label} was interrupted (${outcome.reason})`);

@@ -105,8 +105,8 @@ async function runNotebookLocked(opts: RunNotebookOptions): Promise<RunNotebookR
     if (!(v > 0) || !Number.isFinite(v)) throw new UserError(`${flag} must be a positive number of seconds, got ${v}`);
     return v;
   };
-  const executionTimeout = positiveOrUndefined(opts.executionTimeout, '--execution-timeout');
-  const startTimeout = positiveOrUndefined(opts.startTimeout, '--start-timeout') ?? 60;
+  const executionTimeout = positiveOrUndefined(opts.executionTimeout, '--execution_timeout');
+  const startTimeout = positiveOrUndefined(opts.startTimeout, '--start_timeout') ?? 60;
 
   let nb = await readNotebook(opts.input);
   preparePapermillMetadata(nb, opts.input, opts.output);

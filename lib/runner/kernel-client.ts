@@ -399,7 +399,7 @@ export class KernelClient {
           return;
         }
       }
-      throw new Error(`kernel "${this.spec.name}" did not answer within ${(timeoutMs / 1000).toFixed(0)} s (--start-timeout)${this.tailForReport()}`);
+      throw new Error(`kernel "${this.spec.name}" did not answer within ${(timeoutMs / 1000).toFixed(0)} s (--start_timeout)${this.tailForReport()}`);
     } finally {
       for (const r of pending) r.dispose();
     }

@@ -144,10 +144,15 @@ export interface ParameterizeResult {
   declarations: Declaration[];
 }
 
-/** The injected cell's source: a comment line, one `let` per parameter, and `undefined;` so tslab echoes nothing. */
+/**
+ * The injected cell's source, as papermill's: a comment line and one `let` per parameter. tslab
+ * prints the value of a cell's last expression statement when it is not null or undefined
+ * (tslab/dist/executor.js); a declaration has no value, so the cell shows nothing, and nothing else
+ * (such as a trailing `undefined;`) is needed in it.
+ */
 export function injectedSource(params: Parameters, declarations: Declaration[] = []): string {
   const types = Object.fromEntries(declarations.map((d) => [d.name, d.type]));
-  return ['// Parameters', ...translateParameters(params, types), 'undefined;'].join('\n');
+  return ['// Parameters', ...translateParameters(params, types)].join('\n');
 }
 
 /**

@@ -233,6 +233,8 @@ async function deployLocked(opts: DeployLocalOptions): Promise<Deployment> {
 }
 
 export interface UndeployResult {
+  /** True when workDir held a deployment record (whether or not its server was still running). */
+  recorded: boolean;
   /** True when a running server was stopped. */
   stopped: boolean;
   pid?: number;
@@ -248,7 +250,7 @@ export interface UndeployResult {
 export async function undeployLocal(workDir: string, opts: { timeoutMs?: number } = {}): Promise<UndeployResult> {
   const dir = localWorkDir(workDir);
   const file = path.join(dir, DEPLOYMENT_FILE);
-  if (!fs.existsSync(file)) return { stopped: false, message: `no deployment recorded in ${dir}` };
+  if (!fs.existsSync(file)) return { recorded: false, stopped: false, message: `no deployment recorded in ${dir}` };
   let pid: number | undefined;
   try {
     pid = (JSON.parse(await fsp.readFile(file, 'utf8')) as Partial<Deployment>).pid;
@@ -270,5 +272,5 @@ export async function undeployLocal(workDir: string, opts: { timeoutMs?: number 
     message = `the recorded server${pid ? ` (pid ${pid})` : ''} was not running`;
   }
   await fsp.rm(file, { force: true });
-  return { stopped, pid, message };
+  return { recorded: true, stopped, pid, message };
 }

@@ -45,7 +45,8 @@ export async function trainWithLiveChart(s: Settings, p: TrainParameters, o: Liv
         `${e.backendNote}; ${e.replicas} replica(s)\n` +
           `${(e.params / 1e6).toFixed(2)} M parameters, ${(e.flopsPerImage / 1e6).toFixed(1)} MFLOPs per image; ` +
           `${e.numTrainImages} training / ${e.numEvalImages} validation images, ${e.numClasses} classes` +
-          (e.resumed ? `; resuming from the checkpoint at step ${e.startStep}` : '') + '\n',
+          (e.resumed ? `; resuming from the checkpoint at step ${e.startStep}` : '') + '\n' +
+          (e.notice ? `${e.notice}\n` : ''),
       );
       return;
     }
@@ -89,7 +90,7 @@ export function formatTrainResult(r: TrainResult): string {
     : 'no evaluation';
   return (
     `${r.interrupted ? 'stopped' : 'trained'} to step ${r.step} in ${r.seconds.toFixed(1)} s ` +
-    `(${r.imagesPerSecond.toFixed(1)} images/s, ${r.backend} x${r.replicas}); ${acc}\n` +
+    `(${r.imagesPerSecond.toFixed(1)} images/s, ${r.engine} x${r.replicas}); ${acc}\n` +
     `checkpoints and metrics: ${r.modelDir}\n` +
     (r.exportPath ? `export for serving: ${r.exportPath}\n` : '')
   );

@@ -22,7 +22,8 @@ export async function runTrainCommand(o: TrainCommandOptions): Promise<void> {
         `${e.backendNote}; ${e.replicas} replica(s)\n` +
           `ResNet-${o.resnetDepth ?? 18} at ${o.imageSize ?? 64} px: ${(e.params / 1e6).toFixed(2)} M parameters, ${(e.flopsPerImage / 1e9).toFixed(2)} GFLOPs/image; ` +
           `${e.numTrainImages} training / ${e.numEvalImages} validation images, ${e.numClasses} classes` +
-          (e.resumed ? `; resuming at step ${e.startStep}` : '') + '\n',
+          (e.resumed ? `; resuming at step ${e.startStep}` : '') + '\n' +
+          (e.notice ? `${e.notice}\n` : ''),
       );
       bar = terminalProgress('train', e.trainSteps);
       bar.update(e.startStep);

@@ -9,7 +9,7 @@ import * as storage from '../storage';
 import { UserError } from '../errors';
 import { lockFolder, withLock } from '../folder-lock';
 import { modelSummary, ResNetConfig } from '../model';
-import { learningRate } from './recipe';
+import { learningRate, shortRunNotice } from './recipe';
 import { TrainInput, evalBatches, datasetInfo, InputState } from './input';
 import { defaultPreprocessing, PreprocessingSettings } from './preprocessing';
 import { saveCheckpoint, loadLatestCheckpoint } from './checkpoint';
@@ -63,6 +63,8 @@ export type TrainEvent =
       numEvalImages: number;
       numClasses: number;
       resumed: boolean;
+      /** One line of advice on the learning rate for a short run (see shortRunNotice), to show with the start. */
+      notice?: string;
     }
   | {
       kind: 'step';
@@ -260,6 +262,7 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
       numEvalImages,
       numClasses,
       resumed: !!ckpt,
+      notice: shortRunNotice({ batchSize, trainSteps: opts.trainSteps, numTrainImages, baseLr: opts.baseLearningRate }),
     });
     let interrupted = false;
     let rate = 0;
