@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { aiplatform_v1 } from 'googleapis/build/src/apis/aiplatform/v1';
+import type { MethodOptions } from 'googleapis-common';
 import * as storage from '../storage';
 import { UserError } from '../errors';
 import type { CloudClient } from './client';
@@ -36,6 +37,16 @@ export function predictionImage(region: string, tfVersion = TENSORFLOW_VERSION):
 /** The Model id for an export version: the same URI always gives the same id. */
 export function modelIdFor(artifactUri: string): string {
   return `imgclass-${createHash('sha256').update(artifactUri.replace(/\/+$/, '')).digest('hex').slice(0, 20)}`;
+}
+
+/** Start a Vertex AI long-running operation and wait for it; `dryRun` is the response a dry run pretends. */
+async function vertexOperation(
+  c: CloudClient,
+  spec: { what: string; gcloud?: string; retryPost?: boolean; dryRun: Record<string, unknown> },
+  start: (options: MethodOptions) => Promise<{ data: Operation }>,
+): Promise<Record<string, unknown>> {
+  const op = await c.call<Operation>({ ...spec, dryRun: dryRunOperation(spec.dryRun) }, start);
+  return waitForOperation(c, op, { what: spec.what, get: (n, o) => c.aiplatform().projects.locations.operations.get({ name: n }, o) });
 }
 
 export function locationName(c: CloudClient): string {
@@ -172,17 +183,17 @@ async function ensureModel(c: CloudClient, exp: ExportVersion, o: VertexDeployOp
     },
   };
   const what = `uploading model ${o.modelName} from ${exp.uri}`;
-  const op = await c.call<Operation>(
+  const res = await vertexOperation(
+    c,
     {
       what,
       gcloud: `gcloud ai models upload --project=${c.project} --region=${c.region} --model-id=${modelId} --display-name=${q(o.modelName)} --artifact-uri=${exp.uri} --container-image-uri=${image}`,
       // The id is ours, so a repeated upload cannot make a second model.
       retryPost: true,
-      dryRun: dryRunOperation({ model: name }),
+      dryRun: { model: name },
     },
     (opts) => c.aiplatform().projects.locations.models.upload({ parent: locationName(c), requestBody: body }, opts),
   );
-  const res = await waitForOperation(c, op, { what, get: (n, opts) => c.aiplatform().projects.locations.operations.get({ name: n }, opts) });
   return (res.model as string | undefined) ?? name;
 }
 
@@ -210,15 +221,15 @@ async function ensureEndpoint(c: CloudClient, displayName: string): Promise<Endp
   }
   const what = `creating endpoint "${displayName}" in ${c.region}`;
   const body: Endpoint = { displayName, labels: { [IMGCLASS_LABEL]: 'endpoint' } };
-  const op = await c.call<Operation>(
+  const res = await vertexOperation(
+    c,
     {
       what,
       gcloud: `gcloud ai endpoints create --project=${c.project} --region=${c.region} --display-name=${q(displayName)}`,
-      dryRun: dryRunOperation({ name: `${locationName(c)}/endpoints/ENDPOINT_ID`, displayName }),
+      dryRun: { name: `${locationName(c)}/endpoints/ENDPOINT_ID`, displayName },
     },
     (o) => c.aiplatform().projects.locations.endpoints.create({ parent: locationName(c), requestBody: body }, o),
   );
-  const res = await waitForOperation(c, op, { what, get: (n, o) => c.aiplatform().projects.locations.operations.get({ name: n }, o) });
   return res as Endpoint;
 }
 
@@ -263,18 +274,18 @@ export async function deployToVertex(c: CloudClient, o: VertexDeployOptions): Pr
       // "0" is the model being deployed by this request.
       trafficSplit: { '0': 100 },
     };
-    const op = await c.call<Operation>(
+    const res = await vertexOperation(
+    c,
       {
         what,
         gcloud:
           `gcloud ai endpoints deploy-model ${idOf(endpointName)} --project=${c.project} --region=${c.region} --model=${idOf(model)} ` +
           `--display-name=${q(`${o.modelName}-${exp.version}`)} --machine-type=${machineType} --min-replica-count=${minReplicas} ` +
           `--max-replica-count=${maxReplicas} --traffic-split=0=100`,
-        dryRun: dryRunOperation({ deployedModel: { id: 'DEPLOYED_MODEL_ID', model } }),
+        dryRun: { deployedModel: { id: 'DEPLOYED_MODEL_ID', model } },
       },
       (opts) => c.aiplatform().projects.locations.endpoints.deployModel({ endpoint: endpointName, requestBody: body }, opts),
     );
-    const res = await waitForOperation(c, op, { what, get: (n, opts) => c.aiplatform().projects.locations.operations.get({ name: n }, opts) });
     current = (res.deployedModel as DeployedModel | undefined) ?? { id: 'DEPLOYED_MODEL_ID', model };
     // The models deployed before now get no traffic but would still bill node-hours.
     for (const old of deployed.filter((d) => d.id && d.id !== current!.id)) {
@@ -306,16 +317,16 @@ async function undeployModel(c: CloudClient, endpointName: string, deployedModel
     deployedModelId,
     ...(Object.keys(trafficSplit).length ? { trafficSplit } : {}),
   };
-  const op = await c.call<Operation>(
+  await vertexOperation(
+    c,
     {
       what,
       gcloud: `gcloud ai endpoints undeploy-model ${idOf(endpointName)} --project=${c.project} --region=${c.region} --deployed-model-id=${deployedModelId}`,
       retryPost: true,
-      dryRun: dryRunOperation({}),
+      dryRun: {},
     },
     (o) => c.aiplatform().projects.locations.endpoints.undeployModel({ endpoint: endpointName, requestBody: body }, o),
   );
-  await waitForOperation(c, op, { what, get: (n, o) => c.aiplatform().projects.locations.operations.get({ name: n }, o) });
 }
 
 /**
@@ -405,11 +416,11 @@ export async function undeployFromVertex(c: CloudClient, o: VertexUndeployOption
     if (deployed.length === 0) lines.push(`endpoint ${name} had no deployed model`);
     if (o.delete) {
       const what = `deleting endpoint ${name}`;
-      const op = await c.call<Operation>(
-        { what, gcloud: `gcloud ai endpoints delete ${idOf(name)} --project=${c.project} --region=${c.region} --quiet`, retryPost: true, dryRun: dryRunOperation({}) },
+      await vertexOperation(
+    c,
+        { what, gcloud: `gcloud ai endpoints delete ${idOf(name)} --project=${c.project} --region=${c.region} --quiet`, retryPost: true, dryRun: {} },
         (opts) => c.aiplatform().projects.locations.endpoints.delete({ name }, opts),
       );
-      await waitForOperation(c, op, { what, get: (n, opts) => c.aiplatform().projects.locations.operations.get({ name: n }, opts) });
       lines.push(`deleted endpoint ${name}`);
     }
   }
@@ -439,11 +450,11 @@ async function deleteModels(c: CloudClient, displayName: string, deployed: Deplo
   const lines: string[] = [];
   for (const name of names) {
     const what = `deleting model ${name}`;
-    const op = await c.call<Operation>(
-      { what, gcloud: `gcloud ai models delete ${idOf(name)} --project=${c.project} --region=${c.region} --quiet`, retryPost: true, dryRun: dryRunOperation({}) },
+    await vertexOperation(
+    c,
+      { what, gcloud: `gcloud ai models delete ${idOf(name)} --project=${c.project} --region=${c.region} --quiet`, retryPost: true, dryRun: {} },
       (opts) => c.aiplatform().projects.locations.models.delete({ name }, opts),
     );
-    await waitForOperation(c, op, { what, get: (n, opts) => c.aiplatform().projects.locations.operations.get({ name: n }, opts) });
     lines.push(`deleted model ${name}`);
   }
   return lines;
