@@ -152,17 +152,13 @@ def spread(items, num_shards):
     return shards
 
 
-class _Write(object):
-    pass
-
-
 def _open(path):
     p = local_path(path)
     os.makedirs(os.path.dirname(p), exist_ok=True)
     return open(p, 'wb')
 
 
-def WriteToTFRecord(file_path_prefix, coder=None, file_name_suffix='', num_shards=0, shard_name_template=None, compression_type=None):
+def _sharded_write(file_path_prefix, file_name_suffix, num_shards, shard_name_template, encode):
     import apache_beam as beam
     if shard_name_template is not None:
         raise ValueError('the stand-in knows only the default shard name template')
@@ -171,34 +167,42 @@ def WriteToTFRecord(file_path_prefix, coder=None, file_name_suffix='', num_shard
         def expand(self, pcoll):
             for p, items in zip(shard_paths(file_path_prefix, file_name_suffix, num_shards), spread(pcoll.items, num_shards)):
                 with _open(p) as f:
-                    for rec in items:
-                        if not isinstance(rec, bytes):
-                            raise TypeError('BytesCoder: expected bytes, got %r' % type(rec))
-                        length = struct.pack('<Q', len(rec))
-                        f.write(length + struct.pack('<I', masked(length)) + rec + struct.pack('<I', masked(rec)))
+                    for item in items:
+                        f.write(encode(item))
             return beam.PCollection([])
     return W()
+
+
+def _tfrecord(rec):
+    if not isinstance(rec, bytes):
+        raise TypeError('BytesCoder: expected bytes, got %r' % type(rec))
+    length = struct.pack('<Q', len(rec))
+    return length + struct.pack('<I', masked(length)) + rec + struct.pack('<I', masked(rec))
+
+
+def _text_line(line):
+    if not isinstance(line, str):
+        raise TypeError('WriteToText: expected str, got %r' % type(line))
+    return (line + '\\n').encode('utf-8')
+
+
+def WriteToTFRecord(file_path_prefix, coder=None, file_name_suffix='', num_shards=0, shard_name_template=None, compression_type=None):
+    return _sharded_write(file_path_prefix, file_name_suffix, num_shards, shard_name_template, _tfrecord)
 
 
 def WriteToText(file_path_prefix, file_name_suffix='', num_shards=0, shard_name_template=None, **unused):
-    import apache_beam as beam
-    if shard_name_template is not None:
-        raise ValueError('the stand-in knows only the default shard name template')
+    return _sharded_write(file_path_prefix, file_name_suffix, num_shards, shard_name_template, _text_line)
+`;
 
-    class W(beam.PTransform):
-        def expand(self, pcoll):
-            for p, items in zip(shard_paths(file_path_prefix, file_name_suffix, num_shards), spread(pcoll.items, num_shards)):
-                with _open(p) as f:
-                    for line in items:
-                        if not isinstance(line, str):
-                            raise TypeError('WriteToText: expected str, got %r' % type(line))
-                        f.write((line + '\\n').encode('utf-8'))
-            return beam.PCollection([])
-    return W()
+const FILESYSTEM = `
+class CompressionTypes(object):
+    AUTO = 'auto'
+    UNCOMPRESSED = 'uncompressed'
 `;
 
 const FILESYSTEMS = `
 import os
+from apache_beam.io.filesystem import CompressionTypes
 
 
 def local_path(path):
@@ -209,7 +213,9 @@ def local_path(path):
 
 class FileSystems(object):
     @staticmethod
-    def open(path):
+    def open(path, mime_type='application/octet-stream', compression_type='auto'):
+        if compression_type != CompressionTypes.UNCOMPRESSED:
+            raise ValueError('the pipeline must read files as they are, not by their extension')
         return open(local_path(path), 'rb')
 
     @staticmethod
@@ -268,6 +274,7 @@ export function writeFakeBeam(dir: string): string {
     'apache_beam/__init__.py': INIT,
     'apache_beam/pvalue.py': PVALUE,
     'apache_beam/io/__init__.py': IO,
+    'apache_beam/io/filesystem.py': FILESYSTEM,
     'apache_beam/io/filesystems.py': FILESYSTEMS,
     'driver.py': DRIVER,
   };
