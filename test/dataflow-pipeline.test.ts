@@ -28,6 +28,8 @@ import {
   jobStateLabel,
   formatJobMessage,
   parseRejects,
+  dataflowReport,
+  plannedShardCounts,
   DataflowLaunchOptions,
 } from '../lib/cloud/dataflow';
 import { preprocess, SkippedRow } from '../lib/preprocess';
@@ -145,6 +147,32 @@ test('data-samples: the pipeline writes the same Example bytes as lib/preprocess
       for (const [key, rec] of mine) assert.ok(rec.equals(theirs.get(key)!), `${split} ${key}: Example bytes differ from lib/preprocess`);
     }
     assert.deepEqual(rejectsOf(sb, outputDir), []);
+    assert.deepEqual(plannedShardCounts({ train: localRun.report.splits.train.rows, validation: localRun.report.splits.validation.rows }, 3), localRun.report.settings.numShards);
+    assert.deepEqual(
+      plannedShardCounts({ train: localRun.report.splits.train.rows, validation: localRun.report.splits.validation.rows }),
+      { train: 1, validation: 1 },
+    );
+
+    // The report the CLI writes from the job's outputs matches the local one but for the settings.
+    const perClass = { train: {} as Record<string, number>, validation: {} as Record<string, number> };
+    for (const split of ['train', 'validation'] as const) {
+      for (const key of (await recordsByName(out, split)).keys()) {
+        const label = key.split('/')[0]!;
+        perClass[split][label] = (perClass[split][label] ?? 0) + 1;
+      }
+    }
+    const report = dataflowReport({
+      labels,
+      csv: { train: localRun.report.splits.train.csv, validation: localRun.report.splits.validation.csv },
+      rows: { train: localRun.report.splits.train.rows, validation: localRun.report.splits.validation.rows },
+      numShards: localRun.report.settings.numShards,
+      shards: fs.readdirSync(out),
+      perClass,
+      skipped: [],
+      warnings: localRun.report.warnings,
+      seed: 42,
+    });
+    assert.deepEqual(report, localRun.report);
   } finally {
     removeDir(sb.dir);
   }
@@ -254,6 +282,31 @@ test('odd and broken files: the same verdicts as local preprocessing, rejects wi
       { split: 'validation', csv: `gs://${BUCKET}/set/eval.csv`, line: 2, path: `gs://${BUCKET}/set/img/empty.jpg`, reason: 'empty file (0 bytes)' },
     ]);
     assert.equal((await recordsByName(local(sb, outputDir), 'validation')).size, 1);
+
+    // Every row written or rejected: the report adds up without warnings; a lost row is reported.
+    const count = async (split: string): Promise<Record<string, number>> => {
+      const c: Record<string, number> = {};
+      for (const key of (await recordsByName(local(sb, outputDir), split)).keys()) c[key.split('/')[0]!] = (c[key.split('/')[0]!] ?? 0) + 1;
+      return c;
+    };
+    const input = {
+      labels,
+      csv: { train: `gs://${BUCKET}/set/train.csv`, validation: `gs://${BUCKET}/set/eval.csv` },
+      rows: { train: rows.length, validation: 2 },
+      numShards: { train: 2, validation: 1 },
+      shards: fs.readdirSync(local(sb, outputDir)),
+      perClass: { train: await count('train'), validation: await count('validation') },
+      skipped: rejects,
+      warnings: [],
+      seed: 42,
+    };
+    const report = dataflowReport(input);
+    assert.deepEqual(report.warnings, []);
+    assert.equal(report.splits.train.records + report.splits.train.skipped, rows.length);
+    assert.deepEqual(report.skipped.map((s) => `${s.split}:${s.line}`), [...rejects].sort((a, b) => (a.split === b.split ? a.line - b.line : a.split === 'train' ? -1 : 1)).map((s) => `${s.split}:${s.line}`));
+    const lost = dataflowReport({ ...input, skipped: rejects.slice(1), shards: input.shards.filter((f) => f !== 'train-00001-of-00002') });
+    assert.match(lost.warnings.join('\n'), /train: gs:\/\/my-bucket\/set\/train\.csv has 12 rows, but the job wrote 4 records and rejected 7; some rows are unaccounted for/);
+    assert.match(lost.warnings.join('\n'), /train: expected shards train-00000-of-00002 … train-00001-of-00002, found train-00000-of-00002/);
   } finally {
     removeDir(sb.dir);
   }

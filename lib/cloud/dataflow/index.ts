@@ -2,3 +2,4 @@
 export * from './pipeline';
 export * from './launch';
 export * from './job';
+export * from './report';
