@@ -14,8 +14,9 @@ import type { ResNetConfig } from './model';
 import type { BackendName } from './engine/backend';
 import { runServeCommand } from './serve/command';
 import { parseByteSize, type ServeOptions, DEFAULT_MODEL_NAME, DEFAULT_PORT, DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_BATCH_WAIT_MS } from './serve';
-import { predict } from './predict';
-import { deployLocal, undeployLocal } from './serve/daemon';
+import { backendFor, BackendKind, Backend, NOT_YET } from './backend';
+import { terminalReporter } from './cloud/report';
+import { isVertexDeployment } from './backend';
 import { runNotebookSuite, stripOutputFiles } from './notebook-suite';
 import { collectParameters, splitParameterArgs } from './runner/command';
 
@@ -47,6 +48,47 @@ function fraction(value: string): number {
   const n = Number(value);
   if (!(n > 0 && n < 1)) throw new InvalidArgumentError(`expected a number between 0 and 1 (exclusive), got "${value}"`);
   return n;
+}
+
+const ENGINES = ['tensorflow', 'onednn', 'wasm', 'cpu'];
+
+/**
+ * `--backend` means local | gcp; the TensorFlow.js kernel set is `--engine`. The old
+ * `--backend onednn|wasm|cpu|tensorflow` still works for one release, with a line saying so.
+ */
+export function splitBackend(o: { backend?: string; engine?: string }): { backend: BackendKind; engine?: BackendName } {
+  const b = o.backend?.trim();
+  if (b && ENGINES.includes(b)) {
+    process.stderr.write(`warning: --backend ${b} names the TensorFlow.js engine, which is now --engine ${b}; --backend is local or gcp (the old spelling works until the next release)\n`);
+    return { backend: 'local', engine: (o.engine ?? b) as BackendName };
+  }
+  if (o.engine !== undefined && !ENGINES.includes(o.engine)) throw new UserError(`--engine "${o.engine}" is not known: use ${ENGINES.join(', ')}`);
+  if (b && b !== 'local' && b !== 'gcp') throw new UserError(`--backend "${b}" is not known: use local or gcp`);
+  return { backend: (b ?? 'local') as BackendKind, engine: o.engine as BackendName | undefined };
+}
+
+interface CloudFlags {
+  backend?: string;
+  engine?: string;
+  project?: string;
+  region: string;
+  dryRun?: boolean;
+}
+
+/** The backend a command's flags ask for; --dry_run and --project belong to gcp. */
+function commandBackend(o: CloudFlags): { backend: Backend; engine?: BackendName } {
+  const { backend, engine } = splitBackend(o);
+  if (backend === 'local' && o.dryRun) throw new UserError('--dry_run applies to --backend gcp (the local backend sends no requests)');
+  if (backend === 'gcp' && engine) throw new UserError('--engine applies to the local backend; on gcp the model runs on Vertex AI');
+  return { backend: backendFor({ backend, project: o.project ?? '', region: o.region, dryRun: o.dryRun, reporter: terminalReporter() }), engine };
+}
+
+function withCloudOptions(c: Command): Command {
+  return c
+    .option('--backend <name>', 'local (this machine) or gcp (Google Cloud)', 'local')
+    .option('--project <id>', 'gcp: the Google Cloud project id')
+    .option('--region <region>', 'gcp: region of the bucket, jobs and endpoints', 'us-central1')
+    .option('--dry-run', 'gcp: print each request (method, URL, body) and its gcloud command; send nothing', false);
 }
 
 export function buildProgram(): Command {
@@ -83,10 +125,13 @@ export function buildProgram(): Command {
     .option('--overwrite', 'replace earlier shards in the output folder', false)
     .option('--strict', 'fail on the first unreadable image instead of skipping it', false)
     .option('--project-id <id>', 'accepted for compatibility with jpeg_to_tf_record.py; unused locally')
+    .option('--backend <name>', 'local (all cores of this machine); gcp (Dataflow) comes with the Dataflow cloud issue', 'local')
     .action(async (o: {
+      backend?: string;
       trainCsv: string; validationCsv: string; labelsFile: string; outputDir: string;
       numShards?: number; resize: number; workers?: number; overwrite: boolean; strict: boolean;
     }) => {
+      if (splitBackend(o).backend === 'gcp') throw new UserError(NOT_YET.preprocess);
       let bar: ReturnType<typeof terminalProgress> | undefined;
       const r = await preprocess({
         ...o,
@@ -129,8 +174,13 @@ export function buildProgram(): Command {
     .option('--base-learning-rate <f>', 'learning rate for a batch of 256', Number, 0.1)
     .option('--seed <n>', 'seed of initialisation, shuffling and augmentation', wholeNumber(0), 42)
     .option('--workers <n>', 'model replicas on worker threads (default: one per core)', wholeNumber(1))
-    .option('--backend <name>', 'tensorflow (tfjs-node), onednn (wasm + oneDNN kernels), wasm (XNNPACK), or cpu (slow; only when asked); default: the fastest available')
-    .action((o: TrainCommandOptions) => runTrainCommand(o));
+    .option('--engine <name>', 'tensorflow (tfjs-node), onednn (wasm + oneDNN kernels), wasm (XNNPACK), or cpu (slow; only when asked); default: the fastest available')
+    .option('--backend <name>', 'local (this machine); gcp (Vertex AI on Cloud TPU) comes with the training cloud issue', 'local')
+    .action((o: TrainCommandOptions & { engine?: string; backend?: string }) => {
+      const { backend, engine } = splitBackend(o);
+      if (backend === 'gcp') throw new UserError(NOT_YET.train);
+      return runTrainCommand({ ...o, backend: engine });
+    });
 
   program
     .command('serve')
@@ -148,52 +198,103 @@ export function buildProgram(): Command {
     })
     .option('--max-batch <n>', 'most images per request and per model call', wholeNumber(1), DEFAULT_MAX_BATCH)
     .option('--batch-wait-ms <ms>', 'how long a batch waits for images still being decoded (a lone request does not wait)', wholeNumber(0), DEFAULT_BATCH_WAIT_MS)
-    .option('--backend <name>', 'tensorflow (tfjs-node), onednn, wasm, or cpu; default: the fastest available')
-    .action((o: ServeOptions) => runServeCommand(o));
+    .option('--engine <name>', 'tensorflow (tfjs-node), onednn, wasm, or cpu; default: the fastest available')
+    .option('--backend <name>', 'deprecated spelling of --engine')
+    .action((o: ServeOptions & { engine?: string }) => {
+      const { backend, engine } = splitBackend(o as { backend?: string; engine?: string });
+      if (backend === 'gcp') throw new UserError('imgclass serve runs the model on this machine; for Vertex AI use imgclass deploy --backend gcp');
+      return runServeCommand({ ...o, backend: engine });
+    });
 
-  program
-    .command('predict')
-    .description('section 8: classify images with a running server (imgclass serve) or another predict endpoint')
-    .requiredOption('--endpoint <url>', 'predict URL (http://127.0.0.1:8501/v1/models/NAME:predict) or server URL')
+  withCloudOptions(
+    program
+      .command('predict')
+      .description('section 8: classify images with a deployed model: a local server (imgclass serve/deploy) or a Vertex AI endpoint (--backend gcp)'),
+  )
+    .requiredOption('--endpoint <endpoint>', 'local: predict URL (http://127.0.0.1:8501/v1/models/NAME:predict) or server URL; gcp: the endpoint\'s id, display name or resource name')
     .requiredOption('--image <path>', 'image file, local or gs:// (repeat for more)', (v: string, prev: string[]) => [...prev, v], [] as string[])
-    .option('--model-name <name>', 'model to call when --endpoint is a server URL', DEFAULT_MODEL_NAME)
+    .option('--model-name <name>', 'local: model to call when --endpoint is a server URL', DEFAULT_MODEL_NAME)
     .option('--timeout-ms <ms>', 'give up after this long', wholeNumber(1), 60_000)
-    .option('--json', 'print the server\'s predictions as JSON', false)
-    .action(async (o: { endpoint: string; image: string[]; modelName: string; timeoutMs: number; json: boolean }) => {
-      const r = await predict(o.endpoint, o.image, { modelName: o.modelName, timeoutMs: o.timeoutMs });
+    .option('--json', 'print the predictions as JSON', false)
+    .action(async (o: CloudFlags & { endpoint: string; image: string[]; modelName: string; timeoutMs: number; json: boolean }) => {
+      const { backend } = commandBackend(o);
+      const r = await backend.predict({ target: o.endpoint, images: o.image, modelName: o.modelName, timeoutMs: o.timeoutMs });
+      if (o.dryRun) return;
       if (o.json) {
-        process.stdout.write(JSON.stringify(r) + '\n');
+        process.stdout.write(JSON.stringify({ predictions: r.predictions }) + '\n');
         return;
       }
       r.predictions.forEach((p, i) => {
         const prob = p.probabilities[p.classes] ?? NaN;
-        process.stdout.write(`${o.image[i]}\t${p.label ?? `class ${p.classes}`}\t${prob.toFixed(4)}\n`);
+        process.stdout.write(`${o.image[i]}\t${p.label ?? r.labels[p.classes] ?? `class ${p.classes}`}\t${prob.toFixed(4)}\n`);
       });
     });
 
-  program
-    .command('deploy')
-    .description('section 7, locally: start the prediction server in the background (it outlives this command); WORK/deployment.json records it')
-    .requiredOption('--export-dir <dir>', 'export folder (its newest version is served) or one version folder')
-    .requiredOption('--work-dir <dir>', 'where deployment.json and server.log go (a deployment recorded there is replaced)')
-    .option('--model-name <name>', 'name in the URL: /v1/models/NAME:predict', DEFAULT_MODEL_NAME)
-    .option('--port <n>', 'TCP port (0: any free port)', wholeNumber(0), DEFAULT_PORT)
-    .option('--host <addr>', 'address to listen on', DEFAULT_HOST)
-    .option('--backend <name>', 'tensorflow (tfjs-node), onednn, wasm, or cpu; default: the fastest available')
-    .action(async (o: { exportDir: string; workDir: string; modelName: string; port: number; host: string; backend?: BackendName }) => {
-      const d = await deployLocal(o);
+  withCloudOptions(
+    program
+      .command('deploy')
+      .description('section 7: serve the newest export: locally in the background (WORK/deployment.json records it), or on a Vertex AI endpoint (--backend gcp)'),
+  )
+    .requiredOption('--export-dir <dir>', 'export folder (its newest version is served) or one version folder; gcp: a gs:// folder of SavedModels')
+    .option('--work-dir <dir>', 'where deployment.json (and locally server.log) go; required locally')
+    .option('--model-name <name>', 'local: the name in /v1/models/NAME:predict; gcp: the endpoint\'s and model\'s display name', DEFAULT_MODEL_NAME)
+    .option('--port <n>', 'local: TCP port (0: any free port)', wholeNumber(0), DEFAULT_PORT)
+    .option('--host <addr>', 'local: address to listen on', DEFAULT_HOST)
+    .option('--engine <name>', 'local: tensorflow (tfjs-node), onednn, wasm, or cpu; default: the fastest available')
+    .option('--machine-type <type>', 'gcp: the serving machine, billed per node-hour while deployed', 'n1-standard-2')
+    .option('--min-replicas <n>', 'gcp: nodes always up', wholeNumber(1), 1)
+    .option('--max-replicas <n>', 'gcp: most nodes under load', wholeNumber(1))
+    .option('--serving-image <uri>', 'gcp: prediction container (default: Vertex AI\'s prebuilt TensorFlow image of the trainer\'s version)')
+    .action(async (o: CloudFlags & {
+      exportDir: string; workDir?: string; modelName: string; port: number; host: string;
+      machineType: string; minReplicas: number; maxReplicas?: number; servingImage?: string;
+    }) => {
+      const { backend, engine } = commandBackend(o);
+      const d = await backend.deploy({ ...o, engine });
+      if (o.dryRun) return;
+      if (isVertexDeployment(d)) {
+        process.stdout.write(
+          `deployed model "${d.modelName}" version ${d.version} to ${d.endpoint} (deployed model ${d.deployedModelId})\n` +
+            `predict: imgclass predict --backend gcp --project ${d.project} --region ${d.region} --endpoint ${d.endpoint.split('/').pop()} --image IMAGE\n` +
+            `stop paying for it: imgclass undeploy --backend gcp --project ${d.project} --region ${d.region} --model_name ${d.modelName}\n`,
+        );
+        return;
+      }
       process.stdout.write(
         `serving model "${d.modelName}" version ${d.version} at ${d.url} (pid ${d.pid}; log ${d.log})\n` +
           `predict: POST ${d.predictUrl}\nstop it with: imgclass undeploy --work_dir ${o.workDir}\n`,
       );
     });
 
+  withCloudOptions(
+    program
+      .command('undeploy')
+      .description('take a deployment down: the local server recorded in WORK/deployment.json, or (--backend gcp) the models on endpoint --model_name'),
+  )
+    .option('--work-dir <dir>', 'local: the folder holding deployment.json; gcp: where deploy recorded the endpoint (when --model_name is not given)')
+    .option('--model-name <name>', 'gcp: the endpoint\'s display name')
+    .option('--delete', 'gcp: also delete the endpoint and the model imgclass uploaded', false)
+    .action(async (o: CloudFlags & { workDir?: string; modelName?: string; delete: boolean }) => {
+      const { backend } = commandBackend(o);
+      if (backend.kind === 'local' && !o.workDir) throw new UserError('--work_dir is required: the folder holding deployment.json');
+      process.stdout.write(`${await backend.undeploy({ workDir: o.workDir, modelName: o.modelName, delete: o.delete })}\n`);
+    });
+
   program
-    .command('undeploy')
-    .description('stop the prediction server that `imgclass deploy` (or notebook 07) recorded in WORK/deployment.json')
-    .requiredOption('--work-dir <dir>', 'the folder holding deployment.json')
-    .action(async (o: { workDir: string }) => {
-      process.stdout.write(`${(await undeployLocal(o.workDir)).message}\n`);
+    .command('setup-gcp')
+    .description('section 2 on Google Cloud: check the project, APIs, bucket and the identities the jobs run as; fix what you allow')
+    .requiredOption('--project <id>', 'the Google Cloud project id')
+    .option('--region <region>', 'region of the bucket, jobs and endpoints', 'us-central1')
+    .requiredOption('--bucket <gs://bucket>', 'the bucket for data, models and exports')
+    .option('--service-account <email>', 'the service account the jobs run as (default: Vertex AI\'s custom code service agent, and the Compute Engine default account for Dataflow)')
+    .option('--enable-apis', 'enable the APIs that are missing', false)
+    .option('--grant', 'add the missing bucket role bindings (roles/storage.objectAdmin)', false)
+    .option('--dry-run', 'print each request and its gcloud command; send nothing', false)
+    .action(async (o: { project: string; region: string; bucket: string; serviceAccount?: string; enableApis: boolean; grant: boolean; dryRun: boolean }) => {
+      const backend = backendFor({ backend: 'gcp', project: o.project, region: o.region, dryRun: o.dryRun, reporter: terminalReporter() });
+      const r = await backend.access({ workDir: '.', bucket: o.bucket, serviceAccount: o.serviceAccount, enableApis: o.enableApis, grant: o.grant });
+      process.stdout.write(r.text);
+      if (!r.ready && !o.dryRun) process.exitCode = 3;
     });
 
   program

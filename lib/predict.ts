@@ -98,16 +98,21 @@ function networkCause(err: unknown): string {
   return cause?.code ?? cause?.message ?? errorMessage(err);
 }
 
+/** Checks shared by every endpoint: the images given, one key per image. */
+function checkImages(images: (string | Uint8Array)[], keys?: string[]): void {
+  if (images.length === 0) throw new UserError('no images given: pass at least one image path');
+  if (keys && keys.length !== images.length) {
+    throw new UserError(`${keys.length} keys given for ${images.length} images; give one key per image or none`);
+  }
+}
+
 /**
  * Send the images (paths, local or gs://, or encoded bytes) to `endpoint` in one request and return
  * one prediction per image, in order.
  */
 export async function predict(endpoint: string, images: (string | Uint8Array)[], opts: PredictOptions = {}): Promise<PredictResult> {
   const url = predictUrl(endpoint, opts.modelName);
-  if (images.length === 0) throw new UserError('no images given: pass at least one image path');
-  if (opts.keys && opts.keys.length !== images.length) {
-    throw new UserError(`${opts.keys.length} keys given for ${images.length} images; give one key per image or none`);
-  }
+  checkImages(images, opts.keys);
   const body = await predictRequest(images, opts.keys);
   const extra = typeof opts.headers === 'function' ? await opts.headers() : (opts.headers ?? {});
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -140,20 +145,58 @@ export async function predict(endpoint: string, images: (string | Uint8Array)[],
     const why = typeof errorText === 'string' ? errorText : typeof errorText === 'object' && errorText ? JSON.stringify(errorText) : text.slice(0, 200);
     throw new UserError(`${url} answered HTTP ${res.status}: ${why}`);
   }
+  return parsePredictions(answer, images.length, url);
+}
+
+/**
+ * The same request through another transport (Vertex AI's endpoints.predict, which has its own
+ * client, credentials and retries): `send` gets the codelab's body and returns the parsed answer.
+ */
+export async function predictThrough(
+  send: (body: { instances: PredictInstance[] }) => Promise<unknown>,
+  where: string,
+  images: (string | Uint8Array)[],
+  opts: Pick<PredictOptions, 'keys' | 'onResponse'> = {},
+): Promise<PredictResult> {
+  checkImages(images, opts.keys);
+  const body = await predictRequest(images, opts.keys);
+  const answer = await send(body);
+  opts.onResponse?.(200, answer);
+  return parsePredictions(answer, images.length, where);
+}
+
+/** The predictions of an answer, one per image, checked. */
+export function parsePredictions(answer: unknown, count: number, where: string): PredictResult {
   const raw = (answer as { predictions?: unknown })?.predictions;
-  if (!Array.isArray(raw) || raw.length !== images.length) {
-    throw new UserError(`${url} answered without one prediction per image (sent ${images.length}, got ${Array.isArray(raw) ? raw.length : 'none'}); is this an imgclass model?`);
+  if (!Array.isArray(raw) || raw.length !== count) {
+    throw new UserError(`${where} answered without one prediction per image (sent ${count}, got ${Array.isArray(raw) ? raw.length : 'none'}); is this an imgclass model?`);
   }
-  return { predictions: raw.map((p, i) => toPrediction(p, i, url)) };
+  return { predictions: raw.map((p, i) => toPrediction(p, i, where)) };
+}
+
+function argmax(v: number[]): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
+  return best;
 }
 
 function toPrediction(p: unknown, i: number, url: string): Prediction {
   const o = (p ?? {}) as Record<string, unknown>;
-  const probs = o.probabilities;
-  if (typeof o.classes !== 'number' || !Array.isArray(probs) || !probs.every((v) => typeof v === 'number')) {
-    throw new UserError(`${url}: prediction ${i} lacks "classes" and "probabilities"; is this an imgclass model?`);
+  const isNumbers = (v: unknown): v is number[] => Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number');
+  let out: Prediction;
+  if (typeof o.classes === 'number' && isNumbers(o.probabilities)) {
+    out = { classes: o.classes, probabilities: o.probabilities };
+  } else if (o.classes === undefined && isNumbers(o.probs)) {
+    // TensorFlow Model Garden's export: `probs` over num_classes + 1, where label 0 is never used
+    // (our labels are 1-based, as tensorflow/tpu's 1,001 ImageNet classes). Drop it and renormalise,
+    // so `classes` is 0-based in labels.txt order as the codelab's contract says.
+    const rest = o.probs.slice(1);
+    const sum = rest.reduce((a, b) => a + b, 0);
+    const probabilities = sum > 0 ? rest.map((x) => x / sum) : rest;
+    out = { classes: argmax(probabilities), probabilities };
+  } else {
+    throw new UserError(`${url}: prediction ${i} lacks "classes" and "probabilities" (or Model Garden's "probs"); is this an imgclass model?`);
   }
-  const out: Prediction = { classes: o.classes, probabilities: probs as number[] };
   // The server sends the class name as "labels" (one string, as the codelab's output names it).
   const label = o.labels ?? o.label;
   if (typeof label === 'string') out.label = label;

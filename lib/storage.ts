@@ -38,10 +38,11 @@ let gcsClient: GcsStorage | undefined;
  */
 export function gcs(): GcsStorage {
   if (!gcsClient) {
-    // Loaded lazily: @google-cloud/storage is heavy and only the gcp backend needs it.
+    // Loaded lazily: @google-cloud/storage is heavy and only the gcp backend needs it. The cloud
+    // module's options carry GOOGLE_OAUTH_ACCESS_TOKEN and the endpoint overrides.
     // eslint-disable-next-line @typescript-eslint/no-var-requires
-    const { Storage } = require('@google-cloud/storage') as typeof import('@google-cloud/storage');
-    gcsClient = new Storage();
+    const { makeStorage } = require('./cloud/auth') as typeof import('./cloud/auth');
+    gcsClient = makeStorage();
   }
   return gcsClient;
 }

@@ -1,10 +1,11 @@
 /**
- * Section 2 of the codelab: the Cloud TPU service account. Training on a TPU runs as Google's TPU
- * service agent (service-PROJECT_NUMBER@cloud-tpu.iam.gserviceaccount.com), not as you, so before the
- * first job it must be allowed to act for the training service (the codelab grants
- * roles/ml.serviceAgent on the project), to read the TFRecords and write checkpoints and the export
- * in your bucket, and to write logs. This module builds those gcloud commands (it runs nothing), so
- * a notebook can show exactly what the gcp backend would do, and the cloud code can run the same list.
+ * Section 2 of the codelab, as gcloud commands. The codelab granted Cloud ML Engine's TPU service
+ * account its roles; on Vertex AI the training job runs as the project's Vertex AI custom code
+ * service agent (service-PROJECT_NUMBER@gcp-sa-aiplatform-cc.iam.gserviceaccount.com) and Dataflow's
+ * workers as the Compute Engine default service account. Both must read the TFRecords and write
+ * checkpoints, TensorBoard logs and the export in your bucket; the workers also need
+ * roles/dataflow.worker. This module builds the commands (it runs nothing), so a notebook can show
+ * what `imgclass setup-gcp` checks and what its fixes do.
  */
 import { UserError } from '../errors';
 
@@ -26,16 +27,25 @@ export interface GcloudStep {
   command: string;
 }
 
-/** Roles granted to the TPU service agent, and why (shown with the commands). */
-export const TPU_PROJECT_ROLES: readonly { role: string; why: string }[] = [
-  { role: 'roles/ml.serviceAgent', why: 'lets the training service use the TPU and bill it to the project (the codelab\'s grant)' },
-  { role: 'roles/logging.logWriter', why: 'lets the training job write its logs to Cloud Logging' },
-];
 /**
  * objectAdmin rather than objectViewer + objectCreator: TensorFlow rewrites its `checkpoint` index file
  * on every save, and replacing an object needs delete permission, which objectCreator lacks.
  */
 export const TPU_BUCKET_ROLE = 'roles/storage.objectAdmin';
+
+/** The APIs the gcp backend's sections call (Dataflow's workers are Compute Engine VMs). */
+export const GCP_SERVICES = [
+  'aiplatform.googleapis.com', 'dataflow.googleapis.com', 'compute.googleapis.com', 'storage.googleapis.com',
+  'logging.googleapis.com', 'cloudbuild.googleapis.com', 'artifactregistry.googleapis.com',
+] as const;
+
+/** The identities the jobs run as, from the project number (or a shell variable holding it). */
+export function jobIdentities(projectNumber: string): { vertex: string; dataflow: string } {
+  return {
+    vertex: `service-${projectNumber}@gcp-sa-aiplatform-cc.iam.gserviceaccount.com`,
+    dataflow: `${projectNumber}-compute@developer.gserviceaccount.com`,
+  };
+}
 
 const PROJECT_ID = /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/;
 const BUCKET_NAME = /^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/;
@@ -77,34 +87,39 @@ export function serviceAccountCommands(settings: ServiceAccountSettings): Gcloud
   const p = shellQuote(project);
   const steps: GcloudStep[] = [
     {
-      why: 'enable the APIs the gcp backend calls (TPU, Vertex AI training and prediction, Dataflow, Cloud Storage)',
-      command: `gcloud services enable tpu.googleapis.com aiplatform.googleapis.com dataflow.googleapis.com storage.googleapis.com --project=${p}`,
+      why: 'enable the APIs the gcp backend calls (Vertex AI, Dataflow and its Compute Engine workers, Cloud Storage, Logging, Cloud Build, Artifact Registry)',
+      command: `gcloud services enable ${GCP_SERVICES.join(' ')} --project=${p}`,
     },
   ];
-  let member: string;
+  let vertex: string;
+  let dataflow: string;
   if (projectNumber === undefined) {
     steps.push({
-      why: 'look up the project number: the TPU service agent is named after it',
+      why: 'look up the project number: the identities the jobs run as are named after it',
       command: `PROJECT_NUMBER=$(gcloud projects describe ${p} --format='value(projectNumber)')`,
     });
-    steps.push({
-      why: 'the Cloud TPU service agent of this project',
-      command: 'TPU_SA="service-${PROJECT_NUMBER}@cloud-tpu.iam.gserviceaccount.com"',
-    });
-    member = '"serviceAccount:${TPU_SA}"';
+    vertex = '"serviceAccount:service-${PROJECT_NUMBER}@gcp-sa-aiplatform-cc.iam.gserviceaccount.com"';
+    dataflow = '"serviceAccount:${PROJECT_NUMBER}-compute@developer.gserviceaccount.com"';
   } else {
-    member = shellQuote(`serviceAccount:service-${projectNumber}@cloud-tpu.iam.gserviceaccount.com`);
+    const ids = jobIdentities(projectNumber);
+    vertex = shellQuote(`serviceAccount:${ids.vertex}`);
+    dataflow = shellQuote(`serviceAccount:${ids.dataflow}`);
   }
   steps.push({
-    why: 'create the TPU service agent now if no TPU was ever used in the project (harmless if it exists)',
-    command: `gcloud beta services identity create --service=tpu.googleapis.com --project=${p}`,
+    why: 'create the Vertex AI service agents now if Vertex AI was never used in the project (harmless if they exist)',
+    command: `gcloud beta services identity create --service=aiplatform.googleapis.com --project=${p}`,
   });
-  for (const r of TPU_PROJECT_ROLES) {
-    steps.push({ why: r.why, command: `gcloud projects add-iam-policy-binding ${p} --member=${member} --role=${r.role} --condition=None` });
-  }
   steps.push({
-    why: 'lets the TPU read the TFRecords and write checkpoints, TensorBoard logs and the export in the bucket',
-    command: `gcloud storage buckets add-iam-policy-binding ${shellQuote(`gs://${bucket}`)} --member=${member} --role=${TPU_BUCKET_ROLE}`,
+    why: 'lets the training job (Vertex AI custom code service agent) read the TFRecords and write checkpoints, TensorBoard logs and the export',
+    command: `gcloud storage buckets add-iam-policy-binding ${shellQuote(`gs://${bucket}`)} --member=${vertex} --role=${TPU_BUCKET_ROLE}`,
+  });
+  steps.push({
+    why: 'lets the Dataflow workers (Compute Engine default service account) read the JPEGs and write the shards',
+    command: `gcloud storage buckets add-iam-policy-binding ${shellQuote(`gs://${bucket}`)} --member=${dataflow} --role=${TPU_BUCKET_ROLE}`,
+  });
+  steps.push({
+    why: 'lets the Dataflow workers take work items from the Dataflow service',
+    command: `gcloud projects add-iam-policy-binding ${p} --member=${dataflow} --role=roles/dataflow.worker --condition=None`,
   });
   return steps;
 }

@@ -1,8 +1,8 @@
 /** Notebook 02 (section 2, the TPU service account): the gcloud commands, or the local checks. */
 import * as cloud from '../cloud';
-import { checkLocalPrerequisites, Check } from '../prerequisites';
 import type { GcloudStep } from '../cloud/service-account';
-import type { Settings } from './settings';
+import { backendOf, Settings } from './settings';
+import type { AccessOutcome } from '../backend';
 
 /** Shown when the notebook runs without a project or bucket: the commands with stand-in names. */
 export const PLACEHOLDER_PROJECT = 'your-project-id';
@@ -17,14 +17,25 @@ export function serviceAccountCommandsFor(s: Settings): GcloudStep[] {
   });
 }
 
+export interface AccessParameters {
+  /** gcp: enable the missing APIs. */
+  enable_apis?: boolean;
+  /** gcp: add the missing bucket role bindings. */
+  grant?: boolean;
+  /** gcp: the service account the jobs run as instead of the default identities. */
+  service_account?: string;
+}
+
 /**
- * gcp: run those commands (the cloud code). local: no account is needed; check what the local run
- * needs instead, and return the checks.
+ * gcp: check the project (APIs, bucket, identities, bucket access), fixing what the parameters allow.
+ * local: no account is needed; check what the local run needs instead.
  */
-export async function setUpAccess(s: Settings): Promise<Check[]> {
-  if (s.backend === 'gcp') {
-    const sa = await cloud.ensureServiceAccount({ project: s.project, bucket: s.bucket, region: s.region });
-    return [{ name: 'TPU service account', value: sa.email, ok: true }];
-  }
-  return checkLocalPrerequisites(s.workDir);
+export async function setUpAccess(s: Settings, p: AccessParameters = {}): Promise<AccessOutcome> {
+  return backendOf(s).access({
+    workDir: s.workDir,
+    bucket: s.bucket,
+    serviceAccount: p.service_account?.trim() || undefined,
+    enableApis: p.enable_apis,
+    grant: p.grant,
+  });
 }

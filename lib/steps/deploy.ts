@@ -3,35 +3,62 @@
  * that stays up after the notebook's kernel stops (local: a background `imgclass serve`; gcp: a
  * Vertex AI endpoint), find it again from the next notebook, and take it down.
  */
-import * as cloud from '../cloud';
-import { deployLocal, readDeployment, undeployLocal, Deployment } from '../serve/daemon';
 import { UserError, errorMessage } from '../errors';
-import type { Settings } from './settings';
+import { isVertexDeployment, AnyDeployment } from '../backend';
+import type { VertexDeployment } from '../cloud/endpoints';
+import { backendOf, Settings } from './settings';
 
 export interface DeployParameters {
   model_name: string;
-  /** 0: any free port. */
-  port: number;
+  /** local: 0 is any free port. */
+  port?: number;
+  /** gcp: the serving machine (billed per node-hour while deployed). */
+  machine_type?: string;
+  min_replicas?: number;
+  max_replicas?: number;
 }
 
-/** local: start the server for WORK/export (replacing one this work folder started before). */
-export async function deploy(s: Settings, p: DeployParameters): Promise<Deployment> {
-  if (s.backend === 'gcp') {
-    await cloud.deployToVertex({ project: s.project, bucket: s.bucket, region: s.region, exportDir: s.paths.export, modelName: p.model_name });
-    throw new Error('deployToVertex returned without a deployment'); // unreachable until the cloud issue lands
+/** Serve the newest model in WORK/export and record the deployment in the work folder. */
+export async function deploy(s: Settings, p: DeployParameters): Promise<AnyDeployment> {
+  return backendOf(s).deploy({
+    exportDir: s.paths.export,
+    modelName: p.model_name,
+    workDir: s.workDir,
+    port: p.port,
+    machineType: p.machine_type?.trim() || undefined,
+    minReplicas: p.min_replicas,
+    maxReplicas: p.max_replicas,
+  });
+}
+
+/**
+ * The deployment the last 07-deploy run recorded in the work folder. A gcp dry run reads nothing
+ * (reading is a request too), so it stands in the endpoint named `modelName`.
+ */
+export async function currentDeployment(s: Settings, modelName = 'imgclass'): Promise<AnyDeployment> {
+  if (s.backend === 'gcp' && s.dryRun) {
+    const d: VertexDeployment = {
+      backend: 'gcp', project: s.project, region: s.region, modelName,
+      endpoint: `projects/${s.project}/locations/${s.region}/endpoints/ENDPOINT_ID`, model: 'MODEL', deployedModelId: 'DEPLOYED_MODEL_ID',
+      version: 'NEWEST_VERSION', exportDir: s.paths.export, artifactUri: `${s.paths.export}/NEWEST_VERSION`, labels: [],
+      predictUrl: `https://${s.region}-aiplatform.googleapis.com/v1/projects/${s.project}/locations/${s.region}/endpoints/ENDPOINT_ID:predict`,
+      machineType: '', deployedAt: '',
+    };
+    return d;
   }
-  return deployLocal({ workDir: s.workDir, exportDir: s.paths.export, port: p.port, modelName: p.model_name });
+  return backendOf(s).currentDeployment(s.workDir);
 }
 
-/** The deployment the last 07-deploy run recorded in the work folder. */
-export async function currentDeployment(s: Settings): Promise<Deployment> {
-  if (s.backend === 'gcp') {
-    cloud.vertexPredictUrl({ project: s.project, bucket: s.bucket, region: s.region, endpoint: '' });
+export function formatDeployment(d: AnyDeployment): string {
+  if (isVertexDeployment(d)) {
+    return (
+      `model "${d.modelName}" version ${d.version} is deployed to Vertex AI endpoint ${d.endpoint}\n` +
+      `  model ${d.model}, deployed model ${d.deployedModelId}, on ${d.machineType || 'its machine type'}\n` +
+      `predict: POST ${d.predictUrl} (with a bearer token)\n` +
+      `classes: ${d.labels.length ? d.labels.join(', ') : '(no labels.txt beside the export)'}\n` +
+      `export: ${d.artifactUri}\n`
+    );
   }
-  return readDeployment(s.workDir);
-}
-
-export function formatDeployment(d: Deployment): string {
   return (
     `model "${d.modelName}" version ${d.version} is served at ${d.url} (pid ${d.pid})\n` +
     `predict: POST ${d.predictUrl}\n` +
@@ -41,8 +68,11 @@ export function formatDeployment(d: Deployment): string {
   );
 }
 
-/** TensorFlow Serving's model status route, GET /v1/models/NAME, as the server answers it. */
-export async function modelStatus(d: Deployment): Promise<unknown> {
+/** local: TensorFlow Serving's model status route, GET /v1/models/NAME. gcp: what the record holds. */
+export async function modelStatus(d: AnyDeployment): Promise<unknown> {
+  if (isVertexDeployment(d)) {
+    return { endpoint: d.endpoint, deployedModelId: d.deployedModelId, model: d.model, trafficSplit: { [d.deployedModelId]: 100 } };
+  }
   const url = `${d.url}/v1/models/${encodeURIComponent(d.modelName)}`;
   let res: Response;
   try {
@@ -57,14 +87,14 @@ export async function modelStatus(d: Deployment): Promise<unknown> {
 
 /**
  * Take the deployment down when `when` is true (the run-all script passes true); otherwise leave it
- * running and say how to stop it. Returns what happened, one line.
+ * running and say how to stop it. Returns what happened.
  */
-export async function undeploy(s: Settings, when: boolean): Promise<string> {
+export async function undeploy(s: Settings, when: boolean, modelName?: string): Promise<string> {
   if (!when) {
-    return `the server is still running; stop it with undeploy = true here, or: node dist/lib/cli.js undeploy --work_dir ${s.workDir}\n`;
+    return s.backend === 'gcp'
+      ? `the endpoint is still deployed (billed per node-hour): undeploy = true here, or: imgclass undeploy --backend gcp --project ${s.project} --region ${s.region} --model_name ${modelName ?? 'NAME'}\n`
+      : `the server is still running; stop it with undeploy = true here, or: node dist/lib/cli.js undeploy --work_dir ${s.workDir}\n`;
   }
-  if (s.backend === 'gcp') {
-    await cloud.undeployFromVertex({ project: s.project, bucket: s.bucket, region: s.region, endpoint: '' });
-  }
-  return `${(await undeployLocal(s.workDir)).message}\n`;
+  const msg = await backendOf(s).undeploy({ workDir: s.workDir, modelName: s.dryRun ? modelName ?? 'imgclass' : modelName });
+  return `${msg}\n`;
 }

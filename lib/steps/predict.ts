@@ -7,12 +7,12 @@ import sharp from 'sharp';
 import * as storage from '../storage';
 import { UserError } from '../errors';
 import { readLabeledCsv } from '../dataset';
-import { predict, predictRequest, Prediction, PredictInstance } from '../predict';
+import { predictRequest, Prediction, PredictInstance } from '../predict';
 import { predictionProbabilities, VegaLiteSpec } from '../charts/specs';
 import { renderPng } from '../charts/render';
 import { VEGA_LITE_MIME, describeChart } from '../charts/display';
-import type { Deployment } from '../serve/daemon';
-import type { Settings } from './settings';
+import { backendOf, Settings } from './settings';
+import type { AnyDeployment } from '../backend';
 import { showHtml } from './show';
 
 export interface PickedImage {
@@ -39,19 +39,26 @@ export async function pickImage(s: Settings, image = ''): Promise<PickedImage> {
 export interface PredictionOutcome {
   image: PickedImage;
   request: { instances: PredictInstance[] };
-  prediction: Prediction;
+  /** Undefined after a dry run (nothing was sent). */
+  prediction?: Prediction;
   /** The endpoint's JSON answer, as received. */
   response: unknown;
   labels: string[];
 }
 
-/** Send the image to the deployment's :predict URL in the codelab's request format. */
-export async function predictImage(d: Pick<Deployment, 'predictUrl' | 'labels'>, image: PickedImage): Promise<PredictionOutcome> {
+/**
+ * Send the image to the deployment (local server or Vertex AI endpoint) in the codelab's request.
+ * A gcp dry run prints the request and returns no prediction.
+ */
+export async function predictImage(s: Settings, d: AnyDeployment, image: PickedImage): Promise<PredictionOutcome> {
   const request = await predictRequest([image.path]);
   let response: unknown;
-  const r = await predict(d.predictUrl, [image.path], { onResponse: (_status, body) => (response = body) });
-  const prediction = r.predictions[0]!;
-  const labels = d.labels.length === prediction.probabilities.length ? d.labels : prediction.probabilities.map((_, i) => (i === prediction.classes && prediction.label) || `class ${i}`);
+  const r = await backendOf(s).predict({ target: d, images: [image.path], onResponse: (_status, body) => (response = body) });
+  const prediction = r.predictions[0];
+  const known = r.labels.length ? r.labels : d.labels;
+  const labels = prediction && known.length !== prediction.probabilities.length
+    ? prediction.probabilities.map((_, i) => (i === prediction.classes && prediction.label) || `class ${i}`)
+    : known;
   return { image, request, prediction, response, labels };
 }
 
@@ -69,6 +76,7 @@ export function formatRequest(request: { instances: PredictInstance[] }, keep = 
 /** The predicted class and its probability, and whether it matches the image's true class. */
 export function formatPrediction(o: PredictionOutcome): string {
   const p = o.prediction;
+  if (!p) return `dry run: no request was sent, so there is no prediction for ${o.image.path}\n`;
   const name = p.label ?? o.labels[p.classes] ?? `class ${p.classes}`;
   const prob = p.probabilities[p.classes] ?? NaN;
   const truth = o.image.label ? ` (true class: ${o.image.label}${o.image.label === name ? ', right' : ', wrong'})` : '';
@@ -86,7 +94,8 @@ async function previewPng(file: string, size: number): Promise<Buffer> {
  * The image beside the probability chart, as one display: HTML with both pictures side by side,
  * with the chart's PNG and Vega-Lite spec as its other forms (front ends without HTML show the chart).
  */
-export async function showPrediction(o: PredictionOutcome): Promise<VegaLiteSpec> {
+export async function showPrediction(o: PredictionOutcome): Promise<VegaLiteSpec | undefined> {
+  if (!o.prediction) return undefined;
   const spec = predictionProbabilities(o.labels, o.prediction.probabilities);
   const [chart, picture] = await Promise.all([renderPng(spec, { scale: 2 }), previewPng(o.image.path, 160)]);
   const chartMeta = await sharp(chart).metadata();

@@ -3,7 +3,6 @@
  * then the whole data set on every core (local) or on Dataflow (gcp), with a progress display.
  */
 import * as storage from '../storage';
-import * as cloud from '../cloud';
 import { UserError } from '../errors';
 import { readLabeledCsv, writeCsv, readLabels, writeLabels, TRAIN_CSV, EVAL_CSV, LABELS_FILE, LabeledImage } from '../dataset';
 import { preprocess, PreprocessOptions, PreprocessResult, PreprocessReport } from '../preprocess';
@@ -12,14 +11,17 @@ import { decodeExample, DecodedFeature } from '../example';
 import { imageGrid } from '../image-grid';
 import { notebookProgress } from '../notebook-progress';
 import type { PerClassCounts } from '../charts/specs';
-import type { Settings } from './settings';
+import { backendOf, Settings } from './settings';
+import type { Backend } from '../backend';
 
 /** preprocess() with a progress bar in the cell, redrawn a few times a second. */
-export async function preprocessWithProgress(opts: PreprocessOptions, label = 'preprocess'): Promise<PreprocessResult> {
+export async function preprocessWithProgress(opts: PreprocessOptions & { backend?: Backend }, label = 'preprocess'): Promise<PreprocessResult> {
   const bar = notebookProgress(label);
+  const { backend, ...rest } = opts;
+  const run = backend ? backend.preprocess.bind(backend) : preprocess;
   try {
-    const r = await preprocess({
-      ...opts,
+    const r = await run({
+      ...rest,
       onProgress: (p) => bar.update(p.done, p.total, `${p.imagesPerSecond.toFixed(0)} images/s, ${p.skipped} skipped`),
     });
     bar.finish(`${r.imagesPerSecond.toFixed(0)} images/s, ${r.report.skipped.length} skipped, ${r.seconds.toFixed(1)} s`);
@@ -90,18 +92,11 @@ export interface AtScaleOptions {
  * (--overwrite); gcp: a Dataflow job.
  */
 export async function preprocessAtScale(s: Settings, o: AtScaleOptions = {}): Promise<PreprocessResult> {
-  if (s.backend === 'gcp') {
-    await cloud.preprocessOnDataflow({
-      project: s.project, bucket: s.bucket, region: s.region,
-      trainCsv: s.paths.trainCsv, validationCsv: s.paths.evalCsv, labelsFile: s.paths.labels, outputDir: s.paths.tfrecords,
-      numShards: o.numShards || undefined,
-    });
-    throw new Error('preprocessOnDataflow returned without a report'); // unreachable until the cloud issue lands
-  }
   if (!(await storage.exists(s.paths.trainCsv))) {
     throw new UserError(`${s.paths.trainCsv} does not exist: run 01-data first (it writes the data set into the work folder)`);
   }
   return preprocessWithProgress({
+    backend: backendOf(s),
     trainCsv: s.paths.trainCsv,
     validationCsv: s.paths.evalCsv,
     labelsFile: s.paths.labels,

@@ -8,8 +8,10 @@ import { UserError } from '../errors';
 import * as storage from '../storage';
 import { TRAIN_CSV, EVAL_CSV, LABELS_FILE } from '../dataset';
 import { DEPLOYMENT_FILE, SERVER_LOG } from '../serve/daemon';
+import { backendFor, Backend } from '../backend';
 
-export type Backend = 'local' | 'gcp';
+export type { BackendKind as Backend } from '../backend';
+type BackendKindName = 'local' | 'gcp';
 
 /** The parameters every notebook declares (snake_case, as papermill passes them). */
 export interface NotebookParameters {
@@ -18,6 +20,8 @@ export interface NotebookParameters {
   project?: string;
   bucket?: string;
   region?: string;
+  /** gcp: print every request (and its gcloud command) instead of sending it. */
+  dry_run?: boolean;
 }
 
 export interface WorkPaths {
@@ -36,13 +40,15 @@ export interface WorkPaths {
 }
 
 export interface Settings {
-  backend: Backend;
+  backend: BackendKindName;
   /** Absolute local path or gs:// URL. */
   workDir: string;
   project: string;
   bucket: string;
   region: string;
   paths: WorkPaths;
+  /** gcp: print the requests instead of sending them. */
+  dryRun: boolean;
   /** Things worth saying about these settings (shown by formatSettings). */
   notes: string[];
 }
@@ -90,6 +96,7 @@ export function notebookSettings(p: NotebookParameters): Settings {
     bucket: (p.bucket ?? '').trim().replace(/^gs:\/\//, '').replace(/\/+$/, ''),
     region: (p.region ?? '').trim() || 'us-central1',
     paths: workPaths(workDir),
+    dryRun: p.dry_run === true,
     notes,
   };
 }
@@ -97,7 +104,14 @@ export function notebookSettings(p: NotebookParameters): Settings {
 /** Two or three lines for the top of a notebook: backend, work folder, cloud project. */
 export function formatSettings(s: Settings): string {
   const lines = [`backend: ${s.backend}`, `work folder: ${s.workDir}`];
-  if (s.backend === 'gcp') lines.push(`project: ${s.project || '(not set)'}, bucket: ${s.bucket || '(not set)'}, region: ${s.region}`);
+  if (s.backend === 'gcp') lines.push(`project: ${s.project || '(not set)'}, bucket: ${s.bucket || '(not set)'}, region: ${s.region}${s.dryRun ? ' (dry run: requests are printed, not sent)' : ''}`);
   for (const n of s.notes) lines.push(`note: ${n}`);
   return lines.join('\n') + '\n';
+}
+
+/** The backend of the notebook's settings, its cloud lines drawn in the cell. */
+export function backendOf(s: Settings): Backend {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { notebookReporter } = require('../cloud/report') as typeof import('../cloud/report');
+  return backendFor({ backend: s.backend, project: s.project, region: s.region, dryRun: s.dryRun, reporter: notebookReporter() });
 }

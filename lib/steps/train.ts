@@ -3,8 +3,7 @@
  * and a progress line, then the final curves, the confusion matrix of the exported model on the
  * validation set, and where the TensorBoard logs are.
  */
-import * as cloud from '../cloud';
-import { train, TrainEvent, TrainResult } from '../train';
+import type { TrainEvent, TrainResult } from '../train';
 import { readMetrics } from '../train/metrics';
 import { liveChart, showChart } from '../charts/display';
 import { trainingCurves, confusionMatrix, MetricsLine } from '../charts/specs';
@@ -12,7 +11,7 @@ import { confusionMatrixOfExport, formatConfusion, ConfusionResult } from '../ev
 import { notebookProgress } from '../notebook-progress';
 import { errorMessage } from '../errors';
 import { trainOptions, TrainParameters } from './trainer';
-import type { Settings } from './settings';
+import { backendOf, Settings } from './settings';
 
 export interface LiveTrainingOptions {
   /** Least time between two chart redraws; default 500 ms. */
@@ -32,15 +31,6 @@ export function metricsLineOf(e: TrainEvent): MetricsLine | undefined {
  */
 export async function trainWithLiveChart(s: Settings, p: TrainParameters, o: LiveTrainingOptions = {}): Promise<TrainResult> {
   const opts = trainOptions(s, p);
-  if (s.backend === 'gcp') {
-    await cloud.trainOnVertex({
-      project: s.project, bucket: s.bucket, region: s.region,
-      dataDir: opts.dataDir, modelDir: opts.modelDir, exportDir: opts.exportDir!,
-      resnetDepth: p.resnet_depth, imageSize: p.image_size, trainBatchSize: p.train_batch_size, trainSteps: p.train_steps,
-      stepsPerEval: p.steps_per_eval, baseLearningRate: p.base_learning_rate,
-    });
-    throw new Error('trainOnVertex returned without a result'); // unreachable until the cloud issue lands
-  }
   const records: MetricsLine[] = [];
   const chart = liveChart({ intervalMs: o.chartIntervalMs ?? 500 });
   const bar = notebookProgress('train');
@@ -80,7 +70,7 @@ export async function trainWithLiveChart(s: Settings, p: TrainParameters, o: Liv
   const before = await readMetrics(s.paths.metrics);
   let result: TrainResult;
   try {
-    result = await train({ ...opts, onEvent });
+    result = await backendOf(s).train({ ...opts, onEvent });
   } catch (err) {
     bar.finish(`failed: ${errorMessage(err).split('\n')[0]}`);
     await chart.close().catch(() => undefined);

@@ -1,0 +1,127 @@
+/**
+ * The seam between what a step does and where it runs: one interface, a `local` implementation (this
+ * machine) and a `gcp` one (Google Cloud, in lib/cloud/). The CLI and lib/steps/ ask backendFor() and
+ * never branch on the backend's name.
+ */
+import type { PreprocessOptions, PreprocessResult } from '../preprocess';
+import type { TrainOptions, TrainResult } from '../train';
+import type { Deployment } from '../serve/daemon';
+import type { PredictResult, PredictInstance } from '../predict';
+import type { BackendName as EngineName } from '../engine/backend';
+import type { Reporter } from '../cloud/report';
+import type { VertexDeployment } from '../cloud/endpoints';
+import { UserError } from '../errors';
+
+export type BackendKind = 'local' | 'gcp';
+
+/** What the gcp backend cannot do yet: the next two cloud issues. */
+export const NOT_YET = {
+  preprocess: 'preprocessing on Dataflow (section 5) is not available yet in the gcp backend (cloud issue 2 of 3): preprocess with backend local; gs:// inputs and outputs work there',
+  train: 'training on Cloud TPU (section 6) is not available yet in the gcp backend (cloud issue 3 of 3): train with backend local; gs:// data and model folders work there',
+};
+
+/** A local deployment (a background `imgclass serve`) or a Vertex AI endpoint. */
+export type AnyDeployment = (Deployment & { backend?: 'local' }) | VertexDeployment;
+
+export interface AccessRequest {
+  /** local: the folder whose disk is checked. */
+  workDir: string;
+  /** gcp: gs://BUCKET. */
+  bucket?: string;
+  serviceAccount?: string;
+  enableApis?: boolean;
+  grant?: boolean;
+}
+
+export interface AccessOutcome {
+  ready: boolean;
+  /** The table, as shown. */
+  text: string;
+}
+
+export interface DeployRequest {
+  /** Export root (its newest version) or one version folder. */
+  exportDir: string;
+  modelName: string;
+  /** Where deployment.json goes (required locally; on gcp optional). */
+  workDir?: string;
+  port?: number;
+  host?: string;
+  engine?: EngineName;
+  machineType?: string;
+  minReplicas?: number;
+  maxReplicas?: number;
+  servingImage?: string;
+}
+
+export interface PredictCall {
+  /** A deployment as recorded, or an endpoint: a URL locally; an id, display name or resource name on gcp. */
+  target: AnyDeployment | string;
+  images: (string | Uint8Array)[];
+  keys?: string[];
+  timeoutMs?: number;
+  modelName?: string;
+  onResponse?: (status: number, body: unknown) => void;
+  onRequest?: (body: { instances: PredictInstance[] }) => void;
+}
+
+export interface PredictOutcome extends PredictResult {
+  /** Class names in labels.txt order, when known. */
+  labels: string[];
+  /** Where the request went. */
+  where: string;
+}
+
+export interface UndeployRequest {
+  workDir?: string;
+  modelName?: string;
+  /** gcp: also delete the endpoint and the uploaded model. */
+  delete?: boolean;
+}
+
+export interface Backend {
+  readonly kind: BackendKind;
+  /** Section 2: is everything in place to run the later sections? */
+  access(r: AccessRequest): Promise<AccessOutcome>;
+  /** Sections 4-5: CSVs → TFRecord shards. */
+  preprocess(o: PreprocessOptions): Promise<PreprocessResult>;
+  /** Section 6. */
+  train(o: TrainOptions): Promise<TrainResult>;
+  /** Section 7: the newest export behind a prediction endpoint, recorded in workDir. */
+  deploy(r: DeployRequest): Promise<AnyDeployment>;
+  /** Section 8: the codelab's request to a deployment or endpoint. */
+  predict(c: PredictCall): Promise<PredictOutcome>;
+  /** Take the deployment down; returns what happened. */
+  undeploy(r: UndeployRequest): Promise<string>;
+  /** The deployment the last deploy recorded in `workDir`. */
+  currentDeployment(workDir: string): Promise<AnyDeployment>;
+}
+
+export interface BackendSettings {
+  backend: BackendKind | string;
+  project?: string;
+  region?: string;
+  dryRun?: boolean;
+  reporter?: Reporter;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** The backend for `s`; loading the gcp one pulls in googleapis, so the local path never does. */
+export function backendFor(s: BackendSettings): Backend {
+  if (s.backend === 'local' || s.backend === undefined || s.backend === '') {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const { localBackend } = require('./local') as typeof import('./local');
+    return localBackend();
+  }
+  if (s.backend === 'gcp') {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const { gcpBackend } = require('../cloud/backend') as typeof import('../cloud/backend');
+    return gcpBackend({ project: s.project ?? '', region: s.region || 'us-central1', dryRun: s.dryRun, reporter: s.reporter, env: s.env });
+  }
+  throw new UserError(`backend "${s.backend}" is not known: use local or gcp (--backend)`);
+}
+
+/** Whether a recorded deployment is a Vertex AI one. */
+export function isVertexDeployment(d: AnyDeployment): d is VertexDeployment {
+  return (d as VertexDeployment).backend === 'gcp';
+}
