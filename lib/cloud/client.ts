@@ -19,7 +19,7 @@ import { artifactregistry_v1 } from 'googleapis/build/src/apis/artifactregistry/
 import { storage_v1 } from 'googleapis/build/src/apis/storage/v1';
 import type { GlobalOptions, MethodOptions } from 'googleapis-common';
 import { UserError } from '../errors';
-import { apiRoot, ApiName } from './apis';
+import { apiRoot, apiOverride, API_NAMES, ApiName } from './apis';
 import { apiAuth, knownIdentity } from './auth';
 import { cloudError } from './errors';
 import { Reporter, terminalReporter } from './report';
@@ -116,9 +116,24 @@ export class CloudClient {
     return apiRoot(api, this.region, this.env);
   }
 
+  /**
+   * A CLOUDSDK_API_ENDPOINT_OVERRIDES_* root in place of Google's at the start of `url`. googleapis
+   * resolves its paths (`/v1b3/projects/...`) against a global rootUrl as absolute paths, which
+   * drops a path in the root (`http://host:9000/dataflow/`), so the APIs are made with Google's
+   * roots and the override is put in here, on the finished URL.
+   */
+  private overridden(url: string): string {
+    for (const api of API_NAMES) {
+      const o = apiOverride(api, this.env);
+      const google = apiRoot(api, this.region, {});
+      if (o && url.startsWith(google)) return o + url.slice(google.length);
+    }
+    return url;
+  }
+
   private options(api: ApiName): GlobalOptions {
     return {
-      rootUrl: this.root(api),
+      rootUrl: apiRoot(api, this.region, {}),
       // A dry run sends nothing, so it needs no credentials (and must not look any up).
       ...(this.dryRun ? {} : { auth: apiAuth(this.env) }),
     };
@@ -187,7 +202,8 @@ export class CloudClient {
         onRetryAttempt: (err) => {
           const status = (err as { response?: { status?: number } }).response?.status;
           const why = status ? `HTTP ${status}` : ((err as { code?: string }).code ?? 'no response');
-          const attempt = ((err as { config?: { retryConfig?: { currentRetryAttempt?: number } } }).config?.retryConfig?.currentRetryAttempt ?? 0) + 1;
+          // gaxios counts the retry before it calls this hook, so the count is this retry's number.
+          const attempt = (err as { config?: { retryConfig?: { currentRetryAttempt?: number } } }).config?.retryConfig?.currentRetryAttempt ?? 1;
           this.reporter.line(`  ${spec.what}: ${why}, retrying (${attempt} of ${this.retries})`);
         },
       },
@@ -197,7 +213,7 @@ export class CloudClient {
         const planned: PlannedRequest = {
           what: spec.what,
           method: (prepared.method ?? 'GET').toUpperCase(),
-          url: prepared.url.toString(),
+          url: this.overridden(prepared.url.toString()),
           body: requestBody(prepared),
           gcloud: spec.gcloud,
         };
@@ -208,7 +224,8 @@ export class CloudClient {
     } else {
       const prev = options.adapter;
       options.adapter = (async (prepared: { url: URL | string }, next: (p: unknown) => Promise<unknown>) => {
-        lastUrl = prepared.url.toString();
+        lastUrl = this.overridden(prepared.url.toString());
+        prepared.url = new URL(lastUrl);
         return prev ? (prev as unknown as (p: unknown, n: unknown) => Promise<unknown>)(prepared, next) : next(prepared);
       }) as unknown as MethodOptions['adapter'];
     }

@@ -3,3 +3,5 @@ export * from './pipeline';
 export * from './launch';
 export * from './job';
 export * from './report';
+export * from './follow';
+export * from './run';
