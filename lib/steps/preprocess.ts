@@ -165,7 +165,8 @@ export function formatPreprocessResult(r: PreprocessOutcome): string {
     const head = r.dryRun
       ? `dry run: nothing was sent; the job would be ${r.launched.name}, writing into ${r.outputDir}`
       : `Dataflow job ${r.launched.name} (${r.launched.id}) is running, not waited for; it writes into ${r.outputDir}\nconsole: ${r.launched.consoleUrl}`;
-    return `${head}\n${r.next.map((l) => `  ${l}`).join('\n')}\n`;
+    // The gcloud lines in r.next were shown with the job's other lines above.
+    return `${head}\n`;
   }
   const rep = r.report;
   const per = recordsPerClass(rep).perClass;
