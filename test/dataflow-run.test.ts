@@ -8,6 +8,10 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
+import * as fs from 'node:fs';
+import { spawn } from 'node:child_process';
+import { CLI } from './helpers';
+import { shellQuote } from '../lib/cloud/service-account';
 import { dataflowFixture, runCli, cliEnv, DataflowFixture, BUCKET, PROJECT, REGION, LABELS } from './dataflow-fixture';
 import { pipelineTransformConfig } from '../lib/cloud/dataflow';
 import { followJob } from '../lib/cloud/dataflow/follow';
@@ -188,6 +192,44 @@ test('Ctrl-C while waiting: --cancel_on_interrupt cancels the job (jobs.update);
   assert.match(left.stderr, new RegExp(`imgclass: stopped following Dataflow job \\S+ \\(${second.job.id}\\); it goes on running, and billing: watch it at https://console\\.cloud\\.google\\.com/\\S+ or with \`gcloud dataflow jobs describe ${second.job.id} --region=${REGION} --project=${PROJECT}\`, cancel it with \`gcloud dataflow jobs cancel ${second.job.id}`));
   assert.equal(count(fx, 'dataflow.projects.locations.jobs.update'), 1, 'only the first job was cancelled');
   assert.equal(second.job.currentState, 'JOB_STATE_RUNNING');
+  assert.deepEqual(fx.fake.rejected(), []);
+});
+
+test('Ctrl-C on a terminal (a real pty, through script(1)) asks whether to cancel: y cancels the job, n leaves it running', { timeout: 120_000, skip: fs.existsSync('/usr/bin/script') ? false : 'no /usr/bin/script (util-linux) to give the CLI a terminal' }, async () => {
+  const fx = await fixture();
+  fx.fake.state.dataflowPlan = ['JOB_STATE_RUNNING'];
+  const onTerminal = (out: string, answer: string): Promise<{ code: number | null; out: string }> =>
+    new Promise((resolve, reject) => {
+      const cmd = [process.execPath, CLI, ...args(fx, out)].map((a) => shellQuote(a)).join(' ');
+      const child = spawn('/usr/bin/script', ['-qefc', cmd, '/dev/null'], { env: { ...process.env, ...cliEnv(fx) } });
+      let text = '';
+      let stage = 0;
+      child.stdout.on('data', (d: Buffer) => {
+        text += d.toString();
+        // Ctrl-C typed into the terminal: the pty sends SIGINT to the CLI, which then asks.
+        if (stage === 0 && /: running\r?\n/.test(text)) {
+          stage = 1;
+          child.stdin.write('\x03');
+        }
+        if (stage === 1 && /\[y\/N\] /.test(text)) {
+          stage = 2;
+          child.stdin.write(`${answer}\r`);
+        }
+      });
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, out: text }));
+    });
+  const yes = await onTerminal('out/tty-yes', 'y');
+  assert.equal(yes.code, 2, yes.out);
+  assert.match(yes.out, /Cancel Dataflow job imgclass-preprocess-out-tty-yes-\d{8}-\d{6} \(\S+\)\? Its workers are billed until it stops\. \[y\/N\] /);
+  assert.match(yes.out, /imgclass: Dataflow job \S+ \(\S+\) was cancelled as you asked/);
+  const no = await onTerminal('out/tty-no', 'n');
+  assert.equal(no.code, 2, no.out);
+  assert.match(no.out, /imgclass: stopped following Dataflow job \S+ \(\S+\); it goes on running/);
+  const [first, second] = [...fx.fake.state.dataflowJobs.values()];
+  assert.equal(first!.job.currentState, 'JOB_STATE_CANCELLED');
+  assert.equal(second!.job.currentState, 'JOB_STATE_RUNNING');
+  assert.equal(count(fx, 'dataflow.projects.locations.jobs.update'), 1);
   assert.deepEqual(fx.fake.rejected(), []);
 });
 
