@@ -7,6 +7,7 @@
 import type { dataflow_v1b3 } from 'googleapis/build/src/apis/dataflow/v1b3';
 import { UserError } from '../../errors';
 import type { CloudClient } from '../client';
+import { formatElapsed } from '../operations';
 import type { LaunchedJob } from '../../backend';
 import { isTerminalJobState, jobStateLabel, formatJobMessage } from './job';
 
@@ -26,11 +27,6 @@ export interface FollowOptions {
 
 export const DEFAULT_POLL_MS = 3000;
 const DEFAULT_MAX_POLL_MS = 30_000;
-
-function formatElapsed(ms: number): string {
-  const s = Math.round(ms / 1000);
-  return s < 120 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
-}
 
 /** Wait `ms`; true when `signal` was aborted first (or already). */
 function pause(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
