@@ -178,7 +178,7 @@ test('Ctrl-C while waiting: --cancel_on_interrupt cancels the job (jobs.update);
   assert.equal(cancelled.code, 2, cancelled.stderr);
   assert.match(cancelled.stderr, /: cancel requested; waiting for the workers to stop\n/);
   assert.match(cancelled.stderr, /: cancelled\n/);
-  assert.match(cancelled.stderr, /imgclass: Dataflow job \S+ \(\S+\) was cancelled as you asked/);
+  assert.match(cancelled.stderr, /imgclass: Dataflow job \S+ \(\S+\) was cancelled as you asked; it may have left beam-temp-\* folders of unfinished shards in the output folder: remove them \(`gcloud storage rm -r gs:\/\/imgclass-data\/out\/cancel\/beam-temp-\*`\)/);
   const update = fx.fake.requests.find((q) => q.methodId === 'dataflow.projects.locations.jobs.update')!;
   assert.equal(update.httpMethod, 'PUT');
   assert.deepEqual(update.body, { requestedState: 'JOB_STATE_CANCELLED' });

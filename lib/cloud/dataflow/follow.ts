@@ -23,6 +23,8 @@ export interface FollowOptions {
   initialDelayMs?: number;
   /** Longest pause; default 30 s (a job runs for minutes; its state changes rarely). */
   maxDelayMs?: number;
+  /** The folder the job writes into, for the message after a cancel. */
+  outputDir?: string;
 }
 
 export const DEFAULT_POLL_MS = 3000;
@@ -154,8 +156,10 @@ export async function followJob(c: CloudClient, job: LaunchedJob, o: FollowOptio
     return current;
   }
   if (state === 'JOB_STATE_CANCELLED' && cancelRequested) {
-    // Beam's file sinks write into OUTPUT/.temp-beam-*/ and rename into place only at the end.
-    throw new UserError(`Dataflow job ${job.name} (${job.id}) was cancelled as you asked; it wrote no shards, but may have left a .temp-beam-* folder in the output folder: remove it, or pass --overwrite next time`);
+    // Beam's file sinks write into OUTPUT/beam-temp-<prefix>-<uuid>/ and rename into place only at
+    // the end (apache/beam sdks/python/apache_beam/io/filebasedsink.py, _create_temp_dir and
+    // finalize_write, at 0389e9a8ad7f0b9c22fa94537c3439faaf0768fc).
+    throw new UserError(`Dataflow job ${job.name} (${job.id}) was cancelled as you asked; it may have left beam-temp-* folders of unfinished shards in the output folder: remove them (\`gcloud storage rm -r ${o.outputDir ?? 'OUTPUT'}/beam-temp-*\`) before using the folder again`);
   }
   if (state === 'JOB_STATE_FAILED') {
     const errors = await jobMessages(c, job, 'JOB_MESSAGE_ERROR');

@@ -15,7 +15,7 @@ export function yamlTemplatePath(region: string): string {
 export interface DataflowLocations {
   /** Where the rendered pipeline YAML is uploaded (the `yaml_pipeline_file` parameter). */
   pipelineFile: string;
-  /** Beam's temp files (the shards are written here first, then renamed into the output folder). */
+  /** Dataflow's and Beam's temp files (the TFRecord sink itself writes into OUTPUT/beam-temp-*, then renames). */
   tempLocation: string;
   /** Where the launcher stages the SDK and requirements. */
   stagingLocation: string;

@@ -132,7 +132,7 @@ export async function runDataflowPreprocess(c: CloudClient, o: DataflowRunOption
     return { launched: job, outputDir, dryRun: false, next: [watch.describe, watch.cancel] };
   }
 
-  const follow: FollowOptions = { signal: o.signal, confirmCancel: o.confirmCancel, initialDelayMs: o.pollMs };
+  const follow: FollowOptions = { signal: o.signal, confirmCancel: o.confirmCancel, initialDelayMs: o.pollMs, outputDir };
   await followJob(c, job, follow);
   const result = await step(c, `reading the shards in ${outputDir}`, () =>
     writeReport(o, { outputDir, labels, rows: rows!, numShards, warnings }),
