@@ -7,7 +7,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { normalizeFlags, snakeCaseFlags } from './cli-flags';
 import { UserError, errorMessage } from './errors';
 import { terminalProgress } from './progress';
-import { preprocess } from './preprocess';
+import { preprocess, PreprocessOptions, PreprocessResult } from './preprocess';
 import { makeDataset, formatSummary } from './dataset';
 import { runNotebookCommand, positiveSeconds, RUN_NOTEBOOK_HELP, type RunNotebookCommandOptions } from './runner/command';
 import { runTrainCommand, TrainCommandOptions } from './train/command';
@@ -15,7 +15,8 @@ import type { ResNetConfig } from './model';
 import type { BackendName } from './engine/backend';
 import { runServeCommand } from './serve/command';
 import { parseByteSize, type ServeOptions, DEFAULT_MODEL_NAME, DEFAULT_PORT, DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_BATCH_WAIT_MS } from './serve';
-import { backendFor, BackendKind, Backend, NOT_YET } from './backend';
+import { backendFor, BackendKind, Backend, NOT_YET, isPreprocessed } from './backend';
+import { interruptSignal, askToCancel } from './cloud/dataflow/interrupt';
 import { terminalReporter } from './cloud/report';
 import { isVertexDeployment } from './backend';
 import { runNotebookSuite, stripOutputFiles } from './notebook-suite';
@@ -84,6 +85,40 @@ function withCloudOptions(c: Command): Command {
     .option('--dry-run', 'gcp: print each request (method, URL, body) and its gcloud command; send nothing', false);
 }
 
+function printPreprocessResult(r: PreprocessResult): void {
+  const rep = r.report;
+  for (const w of rep.warnings) process.stderr.write(`warning: ${w}\n`);
+  for (const s of rep.skipped) process.stderr.write(`skipped ${s.csv}:${s.line} ${s.path}: ${s.reason}\n`);
+  const re = Object.entries(rep.reencoded).map(([k, v]) => `${v} ${k}`).join(', ');
+  process.stdout.write(
+    `train: ${rep.splits.train.records} records in ${rep.splits.train.shards.length} shard(s); ` +
+      `validation: ${rep.splits.validation.records} records in ${rep.splits.validation.shards.length} shard(s); ` +
+      `skipped ${rep.skipped.length}${re ? `; re-encoded ${re}` : ''}\n` +
+      `${r.imagesPerSecond.toFixed(1)} images/s, ${r.seconds.toFixed(1)} s; report: ${r.reportFile}\n`,
+  );
+}
+
+/** Section 5 on Dataflow; Ctrl-C while waiting asks (or, with --cancel_on_interrupt, cancels). */
+async function runGcpPreprocess(
+  backend: Backend,
+  o: PreprocessOptions & { dryRun?: boolean; maxWorkers?: number; serviceAccount?: string; wait: boolean; cancelOnInterrupt: boolean },
+): Promise<void> {
+  const interrupt = interruptSignal();
+  try {
+    const r = await backend.preprocess({
+      trainCsv: o.trainCsv, validationCsv: o.validationCsv, labelsFile: o.labelsFile, outputDir: o.outputDir,
+      numShards: o.numShards, resize: o.resize, workers: o.workers, overwrite: o.overwrite, strict: o.strict,
+      maxWorkers: o.maxWorkers, serviceAccount: o.serviceAccount, wait: o.wait,
+      signal: interrupt.signal,
+      confirmCancel: o.cancelOnInterrupt ? async () => true : askToCancel(),
+    });
+    if (isPreprocessed(r)) printPreprocessResult(r);
+    else if (!r.dryRun) process.stdout.write(`launched Dataflow job ${r.launched.name} (${r.launched.id}): ${r.launched.consoleUrl}\n`);
+  } finally {
+    interrupt.dispose();
+  }
+}
+
 export function buildProgram(): Command {
   const program = new Command('imgclass')
     .description('From labelled JPEGs to a trained, deployed ResNet image classifier')
@@ -111,26 +146,36 @@ export function buildProgram(): Command {
       process.stdout.write(`${formatSummary(r.summary)}\nwrote ${r.trainCsv}, ${r.evalCsv}, ${r.labelsFile}\n`);
     });
 
-  program
-    .command('preprocess')
-    .description('section 4: JPEGs listed in CSVs → TFRecord shards of tf.train.Example (all cores)')
-    .requiredOption('--train-csv <file>', 'CSV of path,label rows for training')
-    .requiredOption('--validation-csv <file>', 'CSV of path,label rows for evaluation')
+  withCloudOptions(
+    program
+      .command('preprocess')
+      .description('sections 4 and 5: JPEGs listed in CSVs → TFRecord shards of tf.train.Example (local: all cores; gcp: a Dataflow job)'),
+  )
+    .requiredOption('--train-csv <file>', 'CSV of path,label rows for training (gcp: gs://)')
+    .requiredOption('--validation-csv <file>', 'CSV of path,label rows for evaluation (gcp: gs://)')
     .requiredOption('--labels-file <file>', 'labels.txt, one class per line; its order defines the class index')
-    .requiredOption('--output-dir <dir>', 'where train-*-of-* and validation-*-of-* shards go (local or gs://)')
+    .requiredOption('--output-dir <dir>', 'where train-*-of-* and validation-*-of-* shards go (local or gs://; gcp: gs://)')
     .option('--num-shards <n>', 'shards per split (default: about 1,024 images a shard)', wholeNumber(1))
-    .option('--resize <px>', 'cap on the longest side; default 0 keeps the original JPEG bytes', wholeNumber(0), 0)
-    .option('--workers <n>', 'worker threads (default: one per core)', wholeNumber(1))
+    .option('--resize <px>', 'local: cap on the longest side; default 0 keeps the original JPEG bytes', wholeNumber(0), 0)
+    .option('--workers <n>', 'local: worker threads (default: one per core)', wholeNumber(1))
     .option('--overwrite', 'replace earlier shards in the output folder', false)
-    .option('--strict', 'fail on the first unreadable image instead of skipping it', false)
-    .option('--project-id <id>', 'accepted for compatibility with jpeg_to_tf_record.py; unused locally')
-    .option('--backend <name>', 'local (all cores of this machine); gcp (Dataflow) comes with the Dataflow cloud issue', 'local')
-    .action(async (o: {
-      backend?: string;
+    .option('--strict', 'local: fail on the first unreadable image instead of skipping it', false)
+    .option('--project-id <id>', 'the project id, as jpeg_to_tf_record.py spells it (same as --project)')
+    .option('--max-workers <n>', 'gcp: most Dataflow workers (autoscaling cap; each is billed per minute)', wholeNumber(1))
+    .option('--service-account <email>', 'gcp: the service account the Dataflow workers run as (default: Compute Engine\'s default one)')
+    .option('--no-wait', 'gcp: return once the job is launched (no report)')
+    .option('--cancel-on-interrupt', 'gcp: Ctrl-C cancels the job without asking (default: ask on a terminal, else leave it running)', false)
+    .action(async (o: CloudFlags & {
+      projectId?: string;
       trainCsv: string; validationCsv: string; labelsFile: string; outputDir: string;
       numShards?: number; resize: number; workers?: number; overwrite: boolean; strict: boolean;
+      maxWorkers?: number; serviceAccount?: string; wait: boolean; cancelOnInterrupt: boolean;
     }) => {
-      if (splitBackend(o).backend === 'gcp') throw new UserError(NOT_YET.preprocess);
+      const { backend } = commandBackend({ ...o, project: o.project ?? o.projectId });
+      if (backend.kind === 'gcp') return runGcpPreprocess(backend, o);
+      if (o.maxWorkers !== undefined || o.serviceAccount !== undefined || !o.wait || o.cancelOnInterrupt) {
+        throw new UserError('--max_workers, --service_account, --no-wait and --cancel_on_interrupt apply to --backend gcp (a Dataflow job)');
+      }
       let bar: ReturnType<typeof terminalProgress> | undefined;
       const r = await preprocess({
         ...o,
@@ -139,16 +184,7 @@ export function buildProgram(): Command {
           bar.update(p.done, { rate: `${p.imagesPerSecond.toFixed(0)} img/s`, skipped: p.skipped });
         },
       }).finally(() => bar?.stop());
-      const rep = r.report;
-      for (const w of rep.warnings) process.stderr.write(`warning: ${w}\n`);
-      for (const s of rep.skipped) process.stderr.write(`skipped ${s.csv}:${s.line} ${s.path}: ${s.reason}\n`);
-      const re = Object.entries(rep.reencoded).map(([k, v]) => `${v} ${k}`).join(', ');
-      process.stdout.write(
-        `train: ${rep.splits.train.records} records in ${rep.splits.train.shards.length} shard(s); ` +
-          `validation: ${rep.splits.validation.records} records in ${rep.splits.validation.shards.length} shard(s); ` +
-          `skipped ${rep.skipped.length}${re ? `; re-encoded ${re}` : ''}\n` +
-          `${r.imagesPerSecond.toFixed(1)} images/s, ${r.seconds.toFixed(1)} s; report: ${r.reportFile}\n`,
-      );
+      printPreprocessResult(r);
     });
 
   program

@@ -31,6 +31,7 @@ export {
   preprocessSample,
   preprocessAtScale,
   recordsPerClass,
+  recordsChart,
   formatPreprocessResult,
   readBackRecords,
   formatRecords,

@@ -1,8 +1,8 @@
 /**
  * The eight notebooks: as stored (no outputs, a parameters cell, the compiled library imported
- * first), run headless end to end by scripts/run-notebooks.sh on data-samples/, the gcp backend's
- * clear stop, and one notebook through real Jupyter (nbconvert) with the kernel kernel-setup.sh
- * registers.
+ * first), run headless end to end by scripts/run-notebooks.sh on data-samples/, notebook 05 on
+ * the gcp backend against the fake Google API (and in dry run), and one notebook through real
+ * Jupyter (nbconvert) with the kernel kernel-setup.sh registers.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +15,7 @@ import { parseNotebook, serializeNotebook, type Notebook, type CodeCell, type Ou
 import { findDeclarations, hasTag } from '../lib/runner/parameterize';
 import { processAlive } from '../lib/serve/daemon';
 import { VEGA_LITE_MIME } from '../lib/charts';
-import { NOT_YET } from '../lib/backend';
+import { dataflowFixture, runCli, cliEnv, BUCKET, PROJECT, type Run } from './dataflow-fixture';
 
 const dir = tempDir('imgclass-notebooks-');
 after(() => removeDir(dir));
@@ -157,25 +157,47 @@ test('all eight notebooks run headless on data-samples (local backend); the serv
   }
 });
 
-test('the gcp backend stops notebook 05 with one clear message until Dataflow lands', () => {
-  const out = path.join(dir, 'gcp-05.ipynb');
-  const work = path.join(dir, 'gcp-work');
-  fs.mkdirSync(path.join(work, 'dataset'), { recursive: true });
-  fs.writeFileSync(path.join(work, 'dataset', 'train_set.csv'), 'a.jpg,x\n');
-  const r = spawnSync(
-    process.execPath,
-    [CLI, 'run-notebook', path.join(NOTEBOOKS_DIR, '05-preprocess-at-scale.ipynb'), out, '-p', 'backend', 'gcp', '-p', 'work_dir', work, '-p', 'project', 'imgclass-test'],
-    { encoding: 'utf8' },
-  );
-  assert.equal(r.status, 1, r.stderr);
-  assert.match(r.stderr, /preprocessing on Dataflow \(section 5\) is not available yet in the gcp backend/);
-  const errors = outputs(read(out)).filter((o) => o.output_type === 'error');
-  assert.equal(errors.length, 1);
-  const e = errors[0]!;
-  assert.ok(e.output_type === 'error');
-  assert.equal(e.ename, 'UserError');
-  assert.equal(e.evalue, NOT_YET.preprocess);
-  assert.deepEqual(e.traceback.filter((l) => /^\s+at /.test(l)), [], 'no stack trace');
+test('notebook 05 with backend = "gcp": a Dataflow job against the fake Google API, followed to its report; in dry run, no request at all', { timeout: 300_000 }, async () => {
+  const fx = await dataflowFixture('work/dataset');
+  try {
+    const run = async (name: string, ...params: string[]): Promise<{ r: Run; nb: Notebook }> => {
+      const out = path.join(dir, name);
+      const r = await runCli(
+        ['run-notebook', path.join(NOTEBOOKS_DIR, '05-preprocess-at-scale.ipynb'), out,
+          '-p', 'backend', 'gcp', '-p', 'work_dir', `gs://${BUCKET}/work`, '-p', 'project', PROJECT, '-p', 'bucket', BUCKET, '-p', 'max_workers', '2', ...params],
+        cliEnv(fx),
+      );
+      return { r, nb: read(out) };
+    };
+    const real = await run('gcp-05.ipynb');
+    assert.equal(real.r.code, 0, real.r.stderr);
+    assert.deepEqual(outputs(real.nb).filter((o) => o.output_type === 'error'), []);
+    const text = stdout(real.nb);
+    const [entry] = [...fx.fake.state.dataflowJobs.values()];
+    assert.match(text, new RegExp(`Dataflow job imgclass-preprocess-work-tfrecords-\\d{8}-\\d{6}: id ${entry!.job.id}\\n  console: https://console\\.cloud\\.google\\.com/dataflow/jobs/`));
+    assert.match(text, /: running\n[\s\S]*: done\n/);
+    assert.match(text, /^total +4 +2$/m, text);
+    assert.match(text, new RegExp(`skipped: 1\\n  ${fx.trainCsv}:4 ${fx.broken.path}: truncated or corrupt image data`));
+    const launch = fx.fake.requests.find((q) => q.methodId === 'dataflow.projects.locations.flexTemplates.launch')!;
+    assert.equal((launch.body as { launchParameter: { environment: { maxWorkers: number } } }).launchParameter.environment.maxWorkers, 2);
+    assert.ok(fx.fake.gcs.get(BUCKET, 'work/tfrecords/preprocess_report.json'), 'the report is beside the shards');
+    assert.ok(displays(real.nb).some((d) => typeof d['image/png'] === 'string' && d[VEGA_LITE_MIME]), 'the records-per-class chart');
+    assert.deepEqual(fx.fake.rejected(), [], 'every request fits the API');
+
+    const before = fx.fake.requests.length;
+    const dry = await run('gcp-05-dry.ipynb', '-p', 'dry_run', 'true');
+    assert.equal(dry.r.code, 0, dry.r.stderr);
+    assert.equal(fx.fake.requests.length, before, 'a dry run sends nothing, Cloud Storage included');
+    const dryText = stdout(dry.nb);
+    assert.match(dryText, /not read and not checked \(a dry run sends no request, Cloud Storage reads included\)/);
+    assert.match(dryText, /dry run: the pipeline \(gs:\/\/imgclass-data\/imgclass-staging\/dataflow\/\S+\/pipeline\.yaml\):\n# Section 5 of the codelab/);
+    assert.match(dryText, /\n  POST \S+\/v1b3\/projects\/imgclass-test\/locations\/us-central1\/flexTemplates:launch\n/);
+    assert.match(dryText, /\n  gcloud dataflow yaml run imgclass-preprocess-work-tfrecords-/);
+    assert.match(dryText, /dry run: nothing was sent; the job would be imgclass-preprocess-work-tfrecords-\S+, writing into gs:\/\/imgclass-data\/work\/tfrecords/);
+    assert.match(dryText, /no records to chart yet/);
+  } finally {
+    await fx.close();
+  }
 });
 
 test('Jupyter (nbconvert) runs notebook 03 with the kernel kernel-setup.sh registers, with the outputs our runner gives', { timeout: 300_000 }, () => {

@@ -14,9 +14,8 @@ import { UserError } from '../errors';
 
 export type BackendKind = 'local' | 'gcp';
 
-/** What the gcp backend cannot do yet: the next two cloud issues. */
+/** What the gcp backend cannot do yet: the last cloud issue. */
 export const NOT_YET = {
-  preprocess: 'preprocessing on Dataflow (section 5) is not available yet in the gcp backend (cloud issue 2 of 3): preprocess with backend local; gs:// inputs and outputs work there',
   train: 'training on Cloud TPU (section 6) is not available yet in the gcp backend (cloud issue 3 of 3): train with backend local; gs:// data and model folders work there',
 };
 
@@ -79,12 +78,54 @@ export interface UndeployRequest {
   delete?: boolean;
 }
 
+/** Sections 4-5: what preprocess takes; the gcp backend reads the extras, local ignores them. */
+export interface PreprocessRequest extends PreprocessOptions {
+  /** gcp: autoscaling cap of the Dataflow workers. */
+  maxWorkers?: number;
+  /** gcp: the service account the Dataflow workers run as (default: Compute Engine's default one). */
+  serviceAccount?: string;
+  /** gcp: false returns once the job is launched; default true (follow it to the end). */
+  wait?: boolean;
+  /** gcp: aborted while waiting (Ctrl-C, a notebook interrupt): ask `confirmCancel` whether to cancel the job. */
+  signal?: AbortSignal;
+  /** gcp: whether to cancel the job after an interrupt; without it the job is left running. */
+  confirmCancel?: (job: LaunchedJob) => Promise<boolean>;
+}
+
+/** A Dataflow job as launched. */
+export interface LaunchedJob {
+  id: string;
+  name: string;
+  project: string;
+  region: string;
+  consoleUrl: string;
+}
+
+/**
+ * A preprocess that was launched and not waited for (gcp --no-wait), or only shown (a dry run):
+ * there are no shards to count yet, so no report.
+ */
+export interface PreprocessLaunch {
+  launched: LaunchedJob;
+  outputDir: string;
+  dryRun: boolean;
+  /** The gcloud lines that watch (or, in a dry run, start) the job. */
+  next: string[];
+}
+
+export type PreprocessOutcome = PreprocessResult | PreprocessLaunch;
+
+/** Whether preprocess ended with shards and a report (and not only a launched job). */
+export function isPreprocessed(r: PreprocessOutcome): r is PreprocessResult {
+  return (r as PreprocessResult).report !== undefined;
+}
+
 export interface Backend {
   readonly kind: BackendKind;
   /** Section 2: is everything in place to run the later sections? */
   access(r: AccessRequest): Promise<AccessOutcome>;
-  /** Sections 4-5: CSVs → TFRecord shards. */
-  preprocess(o: PreprocessOptions): Promise<PreprocessResult>;
+  /** Sections 4-5: CSVs → TFRecord shards (gcp: a Dataflow job, or only its launch). */
+  preprocess(o: PreprocessRequest): Promise<PreprocessOutcome>;
   /** Section 6. */
   train(o: TrainOptions): Promise<TrainResult>;
   /** Section 7: the newest export behind a prediction endpoint, recorded in workDir. */

@@ -1,7 +1,7 @@
 /**
- * The gcp backend: the Backend interface on Google Cloud. Section 2 (access) and sections 7-8
- * (Vertex AI endpoints) are here; sections 5 (Dataflow) and 6 (training on Cloud TPU) are the next two
- * cloud issues and stop with a clear error until they land.
+ * The gcp backend: the Backend interface on Google Cloud. Section 2 (access), section 5 (Dataflow)
+ * and sections 7-8 (Vertex AI endpoints) are here; section 6 (training on Cloud TPU) is the last
+ * cloud issue and stops with a clear error until it lands.
  */
 import * as storage from '../storage';
 import { UserError, errorMessage } from '../errors';
@@ -12,8 +12,18 @@ import { NOT_YET, Backend, AnyDeployment } from '../backend';
 export { NOT_YET };
 import { CloudClient, CloudOptions } from './client';
 import { checkAccess, formatAccessReport } from './access';
+import { runDataflowPreprocess } from './dataflow/run';
 import { deployToVertex, resolveEndpoint, endpointLabels, predictOnVertex, undeployFromVertex, VertexDeployment } from './endpoints';
 
+
+/**
+ * IMGCLASS_DATAFLOW_POLL_MS: the first pause between polls of a Dataflow job (default 3 s); the
+ * tests against the fake API shorten it, a user has no reason to.
+ */
+function pollMs(env: NodeJS.ProcessEnv): number | undefined {
+  const v = Number(env.IMGCLASS_DATAFLOW_POLL_MS);
+  return Number.isFinite(v) && v > 0 ? v : undefined;
+}
 
 function deploymentFile(workDir: string): string {
   return storage.joinPath(workDir, DEPLOYMENT_FILE);
@@ -28,9 +38,7 @@ export function gcpBackend(o: CloudOptions): Backend {
       const report = await checkAccess(c, { bucket: r.bucket, serviceAccount: r.serviceAccount, enableApis: r.enableApis, grant: r.grant });
       return { ready: report.ready && !c.dryRun, text: formatAccessReport(report, c.dryRun) };
     },
-    async preprocess() {
-      throw new UserError(NOT_YET.preprocess);
-    },
+    preprocess: (r) => runDataflowPreprocess(c, { ...r, pollMs: pollMs(c.env) }),
     async train() {
       throw new UserError(NOT_YET.train);
     },

@@ -19,7 +19,7 @@ import { artifactregistry_v1 } from 'googleapis/build/src/apis/artifactregistry/
 import { storage_v1 } from 'googleapis/build/src/apis/storage/v1';
 import type { GlobalOptions, MethodOptions } from 'googleapis-common';
 import { UserError } from '../errors';
-import { apiRoot, ApiName } from './apis';
+import { apiRoot, apiOverride, API_NAMES, ApiName } from './apis';
 import { apiAuth, knownIdentity } from './auth';
 import { cloudError } from './errors';
 import { Reporter, terminalReporter } from './report';
@@ -116,9 +116,24 @@ export class CloudClient {
     return apiRoot(api, this.region, this.env);
   }
 
+  /**
+   * A CLOUDSDK_API_ENDPOINT_OVERRIDES_* root in place of Google's at the start of `url`. googleapis
+   * resolves its paths (`/v1b3/projects/...`) against a global rootUrl as absolute paths, which
+   * drops a path in the root (`http://host:9000/dataflow/`), so the APIs are made with Google's
+   * roots and the override is put in here, on the finished URL.
+   */
+  private overridden(url: string): string {
+    for (const api of API_NAMES) {
+      const o = apiOverride(api, this.env);
+      const google = apiRoot(api, this.region, {});
+      if (o && url.startsWith(google)) return o + url.slice(google.length);
+    }
+    return url;
+  }
+
   private options(api: ApiName): GlobalOptions {
     return {
-      rootUrl: this.root(api),
+      rootUrl: apiRoot(api, this.region, {}),
       // A dry run sends nothing, so it needs no credentials (and must not look any up).
       ...(this.dryRun ? {} : { auth: apiAuth(this.env) }),
     };
@@ -127,8 +142,7 @@ export class CloudClient {
   private api<K extends ApiName>(name: K, make: (o: GlobalOptions) => Factories[K]): Factories[K] {
     let a = this.apis.get(name) as Factories[K] | undefined;
     if (!a) {
-      const o = this.options(name);
-      a = withRootUrl(make(o), o.rootUrl!);
+      a = make(this.options(name));
       this.apis.set(name, a);
     }
     return a;
@@ -188,7 +202,8 @@ export class CloudClient {
         onRetryAttempt: (err) => {
           const status = (err as { response?: { status?: number } }).response?.status;
           const why = status ? `HTTP ${status}` : ((err as { code?: string }).code ?? 'no response');
-          const attempt = ((err as { config?: { retryConfig?: { currentRetryAttempt?: number } } }).config?.retryConfig?.currentRetryAttempt ?? 0) + 1;
+          // gaxios counts the retry before it calls this hook, so the count is this retry's number.
+          const attempt = (err as { config?: { retryConfig?: { currentRetryAttempt?: number } } }).config?.retryConfig?.currentRetryAttempt ?? 1;
           this.reporter.line(`  ${spec.what}: ${why}, retrying (${attempt} of ${this.retries})`);
         },
       },
@@ -198,7 +213,7 @@ export class CloudClient {
         const planned: PlannedRequest = {
           what: spec.what,
           method: (prepared.method ?? 'GET').toUpperCase(),
-          url: prepared.url.toString(),
+          url: this.overridden(prepared.url.toString()),
           body: requestBody(prepared),
           gcloud: spec.gcloud,
         };
@@ -209,7 +224,8 @@ export class CloudClient {
     } else {
       const prev = options.adapter;
       options.adapter = (async (prepared: { url: URL | string }, next: (p: unknown) => Promise<unknown>) => {
-        lastUrl = prepared.url.toString();
+        lastUrl = this.overridden(prepared.url.toString());
+        prepared.url = new URL(lastUrl);
         return prev ? (prev as unknown as (p: unknown, n: unknown) => Promise<unknown>)(prepared, next) : next(prepared);
       }) as unknown as MethodOptions['adapter'];
     }
@@ -220,27 +236,6 @@ export class CloudClient {
       throw cloudError(err, { what: spec.what, project: this.project, identity: await this.callerIdentity().catch(() => undefined) }, lastUrl);
     }
   }
-}
-
-/**
- * The API object with `rootUrl` in every method call's options. googleapis builds a method's URL from
- * the per-call rootUrl (else Google's host) and then re-roots only its path on the API-level rootUrl,
- * as an absolute path: a root with a path of its own (a proxy's http://host/aiplatform/) would lose it.
- */
-function withRootUrl<T extends object>(api: T, rootUrl: string): T {
-  const wrap = <U extends object>(obj: U): U =>
-    new Proxy(obj, {
-      get(target, prop, receiver) {
-        const v = Reflect.get(target, prop, receiver) as unknown;
-        if (typeof v === 'function') {
-          return (params?: unknown, options?: MethodOptions, ...rest: unknown[]) =>
-            (v as (...a: unknown[]) => unknown).call(target, params, { ...(options ?? {}), rootUrl }, ...rest);
-        }
-        if (v && typeof v === 'object' && prop !== 'context') return wrap(v as object);
-        return v;
-      },
-    });
-  return wrap(api);
 }
 
 function requestBody(prepared: { body?: unknown; data?: unknown }): unknown {

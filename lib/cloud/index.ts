@@ -1,6 +1,7 @@
 /**
  * The gcp backend's modules, for the notebooks (`ic.cloud.…`) and library users: the client, its
- * errors and dry runs, section 2's access check, and Vertex AI endpoints (sections 7-8).
+ * errors and dry runs, section 2's access check, section 5 on Dataflow, and Vertex AI endpoints
+ * (sections 7-8).
  */
 export * from './service-account';
 export { CloudClient, checkProjectRegion, formatPlanned } from './client';
@@ -19,3 +20,4 @@ export {
 } from './endpoints';
 export type { VertexDeployment, VertexDeployOptions } from './endpoints';
 export { gcpBackend, readVertexDeployment, NOT_YET } from './backend';
+export * as dataflow from './dataflow';

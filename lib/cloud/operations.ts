@@ -27,7 +27,8 @@ export interface WaitOptions {
   maxDelayMs?: number;
 }
 
-function formatElapsed(ms: number): string {
+/** `42 s`, `3 min 5 s`: how long a cloud wait has taken, for status lines. */
+export function formatElapsed(ms: number): string {
   const s = Math.round(ms / 1000);
   return s < 120 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
 }

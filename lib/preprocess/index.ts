@@ -125,16 +125,7 @@ async function preprocessLocked(opts: PreprocessOptions): Promise<PreprocessResu
   let staging: Staging | undefined;
   let writer: TFRecordWriter | undefined;
   try {
-  const labels = await readLabels(opts.labelsFile);
-  const trainCsv = await readLabeledCsv(opts.trainCsv);
-  const evalCsv = await readLabeledCsv(opts.validationCsv);
-  const train = trainCsv.rows;
-  const evalRows = evalCsv.rows;
-  const warnings = [
-    ...trainCsv.warnings,
-    ...evalCsv.warnings,
-    ...validateDataset({ train, eval: evalRows, labels, labelsFile: opts.labelsFile }).warnings,
-  ];
+  const { labels, train, validation: evalRows, warnings } = await readPreprocessInputs(opts);
   await checkOutputDir(opts.outputDir, !!opts.overwrite);
 
   const labelIndex = new Map(labels.map((l, i) => [l, i]));
@@ -253,6 +244,30 @@ function stagedAsFinal(err: unknown, staging: Staging | undefined, outputDir: st
   return new storage.WriteError(storage.joinPath(outputDir, path.relative(staging.dir, err.path)), err.code);
 }
 
+export interface PreprocessInputs {
+  labels: string[];
+  train: LabeledImage[];
+  validation: LabeledImage[];
+  /** The CSV checks' warnings (trimmed labels, duplicates, classes without eval rows, leakage). */
+  warnings: string[];
+}
+
+/**
+ * labels.txt and the two CSVs, read and checked against each other: what every backend checks
+ * before it converts anything, so a bad row is reported with the same file:line wherever it runs.
+ */
+export async function readPreprocessInputs(opts: Pick<PreprocessOptions, 'trainCsv' | 'validationCsv' | 'labelsFile'>): Promise<PreprocessInputs> {
+  const labels = await readLabels(opts.labelsFile);
+  const trainCsv = await readLabeledCsv(opts.trainCsv);
+  const evalCsv = await readLabeledCsv(opts.validationCsv);
+  const warnings = [
+    ...trainCsv.warnings,
+    ...evalCsv.warnings,
+    ...validateDataset({ train: trainCsv.rows, eval: evalCsv.rows, labels, labelsFile: opts.labelsFile }).warnings,
+  ];
+  return { labels, train: trainCsv.rows, validation: evalCsv.rows, warnings };
+}
+
 function emptySplitReport(csv: string, rows: number, labels: string[]): SplitReport {
   return { csv, rows, records: 0, skipped: 0, perClass: Object.fromEntries(labels.map((l) => [l, 0])), shards: [] };
 }
@@ -287,7 +302,7 @@ async function runOrdered<T, R>(
 }
 
 /** Refuse to mix our outputs with an earlier run's unless asked (the tutorial's clobbering warning). */
-async function checkOutputDir(dir: string, overwrite: boolean): Promise<void> {
+export async function checkOutputDir(dir: string, overwrite: boolean): Promise<void> {
   if (overwrite) return;
   const existing = (await storage.list(dir)).filter((f) => !f.includes(`/${STAGING_PREFIX}`) && !isLockClaim(f));
   if (existing.length > 0) {

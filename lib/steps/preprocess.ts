@@ -12,22 +12,34 @@ import { imageGrid } from '../image-grid';
 import { notebookProgress } from '../notebook-progress';
 import type { PerClassCounts } from '../charts/specs';
 import { backendOf, Settings } from './settings';
-import type { Backend } from '../backend';
+import { isPreprocessed } from '../backend';
+import type { Backend, PreprocessRequest, PreprocessOutcome } from '../backend';
+import { interruptSignal } from '../cloud/dataflow/interrupt';
+import { showChart } from '../charts/display';
+import { imagesPerClass } from '../charts/specs';
 
-/** preprocess() with a progress bar in the cell, redrawn a few times a second. */
-export async function preprocessWithProgress(opts: PreprocessOptions & { backend?: Backend }, label = 'preprocess'): Promise<PreprocessResult> {
-  const bar = notebookProgress(label);
+/**
+ * preprocess() with a progress bar in the cell, redrawn a few times a second. The bar appears with
+ * the first progress report: a Dataflow job reports through its own lines and status instead.
+ */
+export async function preprocessWithProgress(opts: PreprocessRequest & { backend: Backend }, label?: string): Promise<PreprocessOutcome>;
+export async function preprocessWithProgress(opts: PreprocessOptions, label?: string): Promise<PreprocessResult>;
+export async function preprocessWithProgress(opts: PreprocessRequest & { backend?: Backend }, label = 'preprocess'): Promise<PreprocessOutcome> {
+  let bar: ReturnType<typeof notebookProgress> | undefined;
   const { backend, ...rest } = opts;
   const run = backend ? backend.preprocess.bind(backend) : preprocess;
   try {
     const r = await run({
       ...rest,
-      onProgress: (p) => bar.update(p.done, p.total, `${p.imagesPerSecond.toFixed(0)} images/s, ${p.skipped} skipped`),
+      onProgress: (p) => {
+        bar ??= notebookProgress(label);
+        bar.update(p.done, p.total, `${p.imagesPerSecond.toFixed(0)} images/s, ${p.skipped} skipped`);
+      },
     });
-    bar.finish(`${r.imagesPerSecond.toFixed(0)} images/s, ${r.report.skipped.length} skipped, ${r.seconds.toFixed(1)} s`);
+    if (isPreprocessed(r)) bar?.finish(`${r.imagesPerSecond.toFixed(0)} images/s, ${r.report.skipped.length} skipped, ${r.seconds.toFixed(1)} s`);
     return r;
   } catch (err) {
-    bar.finish('failed');
+    bar?.finish('failed');
     throw err;
   }
 }
@@ -81,30 +93,50 @@ export async function preprocessSample(s: Settings, sample: SampleDataset): Prom
 }
 
 export interface AtScaleOptions {
-  /** Worker threads; 0: one per core. */
+  /** local: worker threads; 0: one per core. */
   workers?: number;
   /** Shards per split; 0: about 1,024 images a shard. */
   numShards?: number;
+  /** gcp: most Dataflow workers; 0: Dataflow's own cap. */
+  maxWorkers?: number;
+  /** gcp: the service account the workers run as; empty: Compute Engine's default one. */
+  serviceAccount?: string;
+  /** gcp: false returns once the job is launched; default true. */
+  wait?: boolean;
+  /** gcp: a notebook interrupt (the stop button) cancels the job; otherwise it is left running. */
+  cancelOnInterrupt?: boolean;
 }
 
 /**
- * Notebook 05: the whole data set into WORK/tfrecords. local: every core, replacing earlier shards
- * (--overwrite); gcp: a Dataflow job.
+ * Notebook 05: the whole data set into WORK/tfrecords, replacing earlier shards. local: every core;
+ * gcp: a Dataflow job, followed in the cell (a dry run shows it and sends nothing).
  */
-export async function preprocessAtScale(s: Settings, o: AtScaleOptions = {}): Promise<PreprocessResult> {
-  if (!(await storage.exists(s.paths.trainCsv))) {
+export async function preprocessAtScale(s: Settings, o: AtScaleOptions = {}): Promise<PreprocessOutcome> {
+  // A dry run reads nothing (a read is a request too); the backend says what it did not check.
+  if (!s.dryRun && !(await storage.exists(s.paths.trainCsv))) {
     throw new UserError(`${s.paths.trainCsv} does not exist: run 01-data first (it writes the data set into the work folder)`);
   }
-  return preprocessWithProgress({
-    backend: backendOf(s),
-    trainCsv: s.paths.trainCsv,
-    validationCsv: s.paths.evalCsv,
-    labelsFile: s.paths.labels,
-    outputDir: s.paths.tfrecords,
-    overwrite: true,
-    workers: o.workers || undefined,
-    numShards: o.numShards || undefined,
-  });
+  // The kernel gets SIGINT from the stop button; tslab stops the cell, and this stops the wait.
+  const interrupt = interruptSignal(false);
+  try {
+    return await preprocessWithProgress({
+      backend: backendOf(s),
+      trainCsv: s.paths.trainCsv,
+      validationCsv: s.paths.evalCsv,
+      labelsFile: s.paths.labels,
+      outputDir: s.paths.tfrecords,
+      overwrite: true,
+      workers: o.workers || undefined,
+      numShards: o.numShards || undefined,
+      maxWorkers: o.maxWorkers || undefined,
+      serviceAccount: o.serviceAccount?.trim() || undefined,
+      wait: o.wait,
+      signal: interrupt.signal,
+      confirmCancel: async () => o.cancelOnInterrupt === true,
+    });
+  } finally {
+    interrupt.dispose();
+  }
 }
 
 /** Records per class and split from a preprocess report, in the shape the images-per-class chart takes. */
@@ -118,8 +150,24 @@ export function recordsPerClass(report: PreprocessReport): PerClassCounts {
   };
 }
 
-/** The report as text: records per class and split, shards, skipped rows, speed. */
-export function formatPreprocessResult(r: PreprocessResult): string {
+/** The records-per-class chart of a finished run; a launched job (not waited for, or a dry run) has none yet. */
+export function recordsChart(r: PreprocessOutcome, title = 'Records per class (train + validation)'): Promise<void> {
+  if (!isPreprocessed(r)) {
+    process.stdout.write('no records to chart yet: the job was not waited for\n');
+    return Promise.resolve();
+  }
+  return showChart(imagesPerClass(recordsPerClass(r.report), { title }));
+}
+
+/** The report as text: records per class and split, shards, skipped rows, speed; or the job launched. */
+export function formatPreprocessResult(r: PreprocessOutcome): string {
+  if (!isPreprocessed(r)) {
+    const head = r.dryRun
+      ? `dry run: nothing was sent; the job would be ${r.launched.name}, writing into ${r.outputDir}`
+      : `Dataflow job ${r.launched.name} (${r.launched.id}) is running, not waited for; it writes into ${r.outputDir}\nconsole: ${r.launched.consoleUrl}`;
+    // The gcloud lines in r.next were shown with the job's other lines above.
+    return `${head}\n`;
+  }
   const rep = r.report;
   const per = recordsPerClass(rep).perClass;
   const w = Math.max(5, ...per.map((c) => c.label.length));
