@@ -1,7 +1,7 @@
 /**
- * The gcp backend: the Backend interface on Google Cloud. Section 2 (access) and sections 7-8
- * (Vertex AI endpoints) are here; sections 5 (Dataflow) and 6 (training on Cloud TPU) are the next two
- * cloud issues and stop with a clear error until they land.
+ * The gcp backend: the Backend interface on Google Cloud. Section 2 (access), section 6 (a Vertex AI
+ * custom job on Cloud TPU, lib/cloud/training/) and sections 7-8 (Vertex AI endpoints) are here;
+ * section 5 (Dataflow) is the next cloud issue and stops with a clear error until it lands.
  */
 import * as storage from '../storage';
 import { UserError, errorMessage } from '../errors';
@@ -12,6 +12,7 @@ import { NOT_YET, Backend, AnyDeployment } from '../backend';
 export { NOT_YET };
 import { CloudClient, CloudOptions } from './client';
 import { checkAccess, formatAccessReport } from './access';
+import { trainOnVertex, trainStatusOnVertex } from './training/job';
 import { deployToVertex, resolveEndpoint, endpointLabels, predictOnVertex, undeployFromVertex, VertexDeployment } from './endpoints';
 
 
@@ -31,9 +32,8 @@ export function gcpBackend(o: CloudOptions): Backend {
     async preprocess() {
       throw new UserError(NOT_YET.preprocess);
     },
-    async train() {
-      throw new UserError(NOT_YET.train);
-    },
+    train: (o) => trainOnVertex(c, o),
+    trainStatus: (r) => trainStatusOnVertex(c, r),
     async deploy(r) {
       const d = await deployToVertex(c, {
         exportDir: r.exportDir, modelName: r.modelName, machineType: r.machineType,
