@@ -1,16 +1,27 @@
 /**
- * A local stand-in for the part of the Cloud Storage JSON API v1 that lib/storage.ts uses, so tests
- * can drive the real @google-cloud/storage client without network or credentials.
+ * A local stand-in for the part of the Cloud Storage JSON API v1 that our code uses, so tests can
+ * drive the real @google-cloud/storage client (or googleapis' storage client) without network or
+ * credentials.
  *
- * It is strict on purpose: any method, path, query parameter, API header or metadata field it does not
- * implement gets a 400 naming it, so a test fails as soon as our code starts sending something new
- * (which real GCS might treat differently from what we assumed). Every request is recorded.
+ * Routes come from the published API: test/fixtures/discovery/storage-v1.json (the JSON API's
+ * discovery document, trimmed to the methods below). An object name is ONE path segment,
+ * percent-encoded (`b/B/o/a%2Fb.txt`), as the API defines `{object}`; a raw slash after `o/`
+ * (`o/a/b.txt`, `o/NAME/acl`) is no method this fake implements and gets a 400 naming the path.
  *
- * Implemented (https://cloud.google.com/storage/docs/json_api/v1/objects):
+ * It is strict on purpose: any method, path, query parameter, API header or metadata field it does
+ * not implement gets a 400 naming it, so a test fails as soon as our code starts sending something
+ * new (which real GCS might treat differently from what we assumed). Query parameters are checked
+ * twice: against the discovery document (unknown to the API) and against what the fake implements.
+ * Every request is recorded; refused ones with `op: 'rejected'` and the reason in `rejected`.
+ *
+ * Implemented (https://cloud.google.com/storage/docs/json_api/v1):
  *   objects.insert  POST /upload/storage/v1/b/B/o?uploadType=multipart[&name=N]   (multipart/related)
  *   objects.get     GET  /storage/v1/b/B/o/N[?alt=json|media]
  *   objects.list    GET  /storage/v1/b/B/o[?prefix&delimiter&pageToken&maxResults]
  *   objects.delete  DELETE /storage/v1/b/B/o/N
+ *   buckets.get          GET /storage/v1/b/B                 (location, locationType)
+ *   buckets.getIamPolicy GET /storage/v1/b/B/iam[?optionsRequestedPolicyVersion]
+ *   buckets.setIamPolicy PUT /storage/v1/b/B/iam             (etag checked: a stale one -> 412)
  * The client sends JSON-API calls to `/b/...` without the `/storage/v1` root when it takes its
  * endpoint from STORAGE_EMULATOR_HOST (its base URL is then the variable verbatim), while uploads
  * keep `/upload/storage/v1`; both roots are accepted and `emulatorRoot` records which one was used.
@@ -21,8 +32,11 @@ import type { AddressInfo } from 'node:net';
 import { crc32c } from '@node-rs/crc32';
 import { Storage as GcsStorage } from '@google-cloud/storage';
 import * as storageLib from '../lib/storage';
+import { loadDiscovery, SchemaViolation } from './fake-google/discovery';
+import { FAIL_KINDS, GoogleError, faultFor } from './fake-google/errors';
+import type { FailKind } from './fake-google/errors';
 
-export type FakeGcsOp = 'insert' | 'get' | 'media' | 'list' | 'delete' | 'rejected';
+export type FakeGcsOp = 'insert' | 'get' | 'media' | 'list' | 'delete' | 'bucket' | 'getIamPolicy' | 'setIamPolicy' | 'rejected';
 
 export interface FakeGcsRequest {
   method: string;
@@ -36,9 +50,33 @@ export interface FakeGcsRequest {
   emulatorRoot: boolean;
   hasAuthorization: boolean;
   status: number;
+  /** The discovery method id (storage.objects.get, ...), once the route is known. */
+  methodId: string | null;
+  /** Why the request was refused as not matching the API (or what the fake implements). */
+  rejected?: string;
+  /** The JSON body (setIamPolicy) or the metadata part of a multipart upload. */
+  body?: unknown;
 }
 
-interface StoredObject {
+export interface StorageIamPolicy {
+  kind?: string;
+  resourceId?: string;
+  version?: number;
+  etag?: string;
+  bindings?: { role: string; members: string[]; condition?: unknown }[];
+}
+
+export interface FakeBucket {
+  name: string;
+  /** Upper case, as the API returns it: US, EU, US-CENTRAL1, NAM4, ... */
+  location: string;
+  locationType: 'multi-region' | 'region' | 'dual-region';
+  objects: Map<string, StoredObject>;
+  iamPolicy: StorageIamPolicy;
+  created: Date;
+}
+
+export interface StoredObject {
   data: Buffer;
   contentType: string;
   generation: number;
@@ -58,18 +96,32 @@ class ApiError extends Error {
     readonly status: number,
     readonly reason: string,
     message: string,
+    /** True when the request does not match the API or what the fake implements. */
+    readonly rejected = false,
   ) {
     super(message);
   }
 }
 
 function badRequest(message: string): ApiError {
-  return new ApiError(400, 'invalid', `fake-gcs: ${message}`);
+  return new ApiError(400, 'invalid', `fake-gcs: ${message}`, true);
+}
+
+const STORAGE = loadDiscovery('storage-v1');
+
+/** The reason GCS puts in error.errors[0].reason for an HTTP status. */
+const GCS_REASON: Record<number, string> = { 401: 'required', 403: 'forbidden', 404: 'notFound', 429: 'rateLimitExceeded', 500: 'backendError', 503: 'backendError' };
+
+/** Multi-regions and predefined dual-regions (https://cloud.google.com/storage/docs/locations). */
+function locationType(location: string): FakeBucket['locationType'] {
+  if (/^(US|EU|ASIA)$/.test(location)) return 'multi-region';
+  if (/^(NAM4|EUR4|EUR5|EUR7|EUR8|ASIA1)$/.test(location)) return 'dual-region';
+  return 'region';
 }
 
 function allowOnly(query: Record<string, string>, allowed: string[], what: string): void {
   for (const k of Object.keys(query)) {
-    if (!allowed.includes(k)) throw badRequest(`${what} does not support query parameter "${k}"`);
+    if (!allowed.includes(k)) throw badRequest(`${what} does not support query parameter "${k}" (the API defines it; this fake does not implement it)`);
   }
 }
 
@@ -113,7 +165,15 @@ export class FakeGcs {
   readonly requests: FakeGcsRequest[] = [];
   /** Entries (objects and prefixes) per objects.list page, unless the caller asks for fewer. */
   pageSize = 3;
-  private readonly buckets = new Map<string, Map<string, StoredObject>>();
+  /** Buckets with their objects and IAM policy, by name (tests may seed and inspect them). */
+  readonly buckets = new Map<string, FakeBucket>();
+  /** When set, a request that carries an Authorization header must carry `Bearer <token>`. */
+  token?: string;
+  /** Project number shown in bucket resources and IAM policy members. */
+  projectNumber = '123456789012';
+  /** Called with every finished request record (the combined fake keeps one list for all APIs). */
+  onRecord?: (r: FakeGcsRequest) => void;
+  private readonly faults: { method: string; kind: FailKind; times: number }[] = [];
   private nextGeneration = 1_700_000_000_000_000;
   private server?: http.Server;
   private url = '';
@@ -138,8 +198,25 @@ export class FakeGcs {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
-  createBucket(name: string): void {
-    if (!this.buckets.has(name)) this.buckets.set(name, new Map());
+  createBucket(name: string, opts: { location?: string } = {}): void {
+    if (this.buckets.has(name)) return;
+    const location = (opts.location ?? 'US').toUpperCase();
+    const p = this.projectNumber;
+    this.buckets.set(name, {
+      name,
+      location,
+      locationType: locationType(location),
+      objects: new Map(),
+      created: new Date(),
+      iamPolicy: {
+        version: 1,
+        etag: 'CAE=',
+        bindings: [
+          { role: 'roles/storage.legacyBucketOwner', members: [`projectEditor:${p}`, `projectOwner:${p}`] },
+          { role: 'roles/storage.legacyBucketReader', members: [`projectViewer:${p}`] },
+        ],
+      },
+    });
   }
 
   put(bucket: string, key: string, data: Buffer | string, contentType = 'application/octet-stream'): void {
@@ -147,21 +224,36 @@ export class FakeGcs {
   }
 
   get(bucket: string, key: string): Buffer | undefined {
-    return this.buckets.get(bucket)?.get(key)?.data;
+    return this.buckets.get(bucket)?.objects.get(key)?.data;
   }
 
   keys(bucket: string): string[] {
-    return [...(this.buckets.get(bucket)?.keys() ?? [])].sort();
+    return [...(this.buckets.get(bucket)?.objects.keys() ?? [])].sort();
   }
 
   clearRequests(): void {
     this.requests.length = 0;
   }
 
-  private bucketMap(bucket: string): Map<string, StoredObject> {
-    const b = this.buckets.get(bucket);
+  /** Answer the next `times` calls of a method (discovery id, e.g. storage.objects.get) with a fault. */
+  failNext(match: { method: string }, kind: FailKind, times = 1): void {
+    if (!FAIL_KINDS.includes(kind)) throw new Error(`unknown fault kind ${String(kind)}`);
+    if (!STORAGE.methods.has(match.method)) throw new Error(`fake-gcs: no method ${match.method} (known: ${[...STORAGE.methods.keys()].join(', ')})`);
+    this.faults.push({ method: match.method, kind, times });
+  }
+
+  rejected(): FakeGcsRequest[] {
+    return this.requests.filter((r) => r.rejected !== undefined);
+  }
+
+  private bucket(name: string): FakeBucket {
+    const b = this.buckets.get(name);
     if (!b) throw new ApiError(404, 'notFound', 'The specified bucket does not exist.');
     return b;
+  }
+
+  private bucketMap(bucket: string): Map<string, StoredObject> {
+    return this.bucket(bucket).objects;
   }
 
   private resource(bucket: string, name: string, o: StoredObject): Record<string, unknown> {
@@ -186,6 +278,29 @@ export class FakeGcs {
     };
   }
 
+  private bucketResource(b: FakeBucket): Record<string, unknown> {
+    return {
+      kind: 'storage#bucket',
+      selfLink: `${this.url}/storage/v1/b/${b.name}`,
+      id: b.name,
+      name: b.name,
+      projectNumber: this.projectNumber,
+      metageneration: '1',
+      location: b.location,
+      locationType: b.locationType,
+      storageClass: 'STANDARD',
+      etag: 'CAE=',
+      timeCreated: b.created.toISOString(),
+      updated: b.created.toISOString(),
+      iamConfiguration: {
+        bucketPolicyOnly: { enabled: true, lockedTime: new Date(b.created.getTime() + 90 * 86400_000).toISOString() },
+        uniformBucketLevelAccess: { enabled: true, lockedTime: new Date(b.created.getTime() + 90 * 86400_000).toISOString() },
+        publicAccessPrevention: 'inherited',
+      },
+      rpo: b.locationType === 'region' ? undefined : 'DEFAULT',
+    };
+  }
+
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://fake');
     const query: Record<string, string> = {};
@@ -197,6 +312,7 @@ export class FakeGcs {
       emulatorRoot: false,
       hasAuthorization: req.headers.authorization !== undefined,
       status: 0,
+      methodId: null,
     };
     this.requests.push(rec);
     const chunks: Buffer[] = [];
@@ -207,98 +323,211 @@ export class FakeGcs {
         if (k in query) throw badRequest(`query parameter "${k}" given twice`);
         query[k] = v;
       }
+      if (this.token !== undefined && req.headers.authorization !== undefined && req.headers.authorization !== `Bearer ${this.token}`) {
+        throw new ApiError(401, 'authError', 'Invalid Credentials', true);
+      }
       for (const h of Object.keys(req.headers)) {
         if (SIGNIFICANT_HEADER.test(h) && !HARMLESS_GOOG_HEADERS.has(h)) throw badRequest(`header "${h}" is not supported`);
       }
-      this.route(req.method ?? '', url.pathname, query, req.headers, body, rec, res);
+      if (this.injectFault(req.method ?? '', url, rec, res)) return;
+      this.route(req.method ?? '', url, query, req.headers, body, rec, res);
     } catch (err) {
       const e = err instanceof ApiError ? err : new ApiError(500, 'backendError', String(err));
       rec.status = e.status;
+      if (e.rejected) {
+        rec.op = 'rejected';
+        rec.rejected = e.message;
+      }
       const payload = { error: { code: e.status, message: e.message, errors: [{ message: e.message, domain: 'global', reason: e.reason }] } };
       res.writeHead(e.status, { 'content-type': 'application/json; charset=UTF-8' });
       res.end(JSON.stringify(payload));
+    } finally {
+      if (rec.status === 0 && res.headersSent) rec.status = res.statusCode;
+      this.onRecord?.(rec);
     }
+  }
+
+  /** The path as the JSON API's discovery document sees it (`storage/v1/b/...`), and whether it is an upload. */
+  private apiPath(pathname: string, rec: FakeGcsRequest): { rel: string; upload: boolean } {
+    if (pathname.startsWith('/upload/storage/v1/')) return { rel: pathname.slice('/upload/'.length), upload: true };
+    if (pathname.startsWith('/storage/v1/')) return { rel: pathname.slice(1), upload: false };
+    if (pathname.startsWith('/b/') || pathname === '/b') {
+      rec.emulatorRoot = true;
+      return { rel: `storage/v1${pathname}`, upload: false };
+    }
+    throw badRequest(`unsupported path ${pathname} (the JSON API lives under /storage/v1/ and /upload/storage/v1/)`);
+  }
+
+  /** Match method and path against the discovery document: objects.insert for uploads, the rest by route. */
+  private match(method: string, pathname: string, rec: FakeGcsRequest): { id: string; params: Record<string, string> } {
+    const { rel, upload } = this.apiPath(pathname, rec);
+    try {
+      const m = STORAGE.match(method, rel);
+      const uploadPath = m.method.mediaUpload?.protocols?.simple?.path;
+      if (upload !== (uploadPath !== undefined)) {
+        throw new SchemaViolation(upload ? `${m.method.id} takes no media upload at ${pathname}` : `unsupported path ${pathname}`);
+      }
+      return { id: m.method.id, params: m.pathParams };
+    } catch (err) {
+      if (err instanceof SchemaViolation) throw badRequest(`${err.message} [${method} ${pathname}]`);
+      throw err;
+    }
+  }
+
+  private injectFault(method: string, url: URL, rec: FakeGcsRequest, res: http.ServerResponse): boolean {
+    if (!this.faults.length) return false;
+    let id: string;
+    try {
+      id = this.match(method, url.pathname, { ...rec }).id;
+    } catch {
+      return false;
+    }
+    const i = this.faults.findIndex((f) => f.method === id);
+    if (i < 0) return false;
+    const f = this.faults[i] as (typeof this.faults)[0];
+    if (--f.times <= 0) this.faults.splice(i, 1);
+    rec.methodId = id;
+    if (f.kind === 'RESET') {
+      rec.status = -1;
+      res.socket?.destroy();
+      return true;
+    }
+    const g: GoogleError = faultFor(f.kind, { service: 'storage.googleapis.com', projectNumber: this.projectNumber, methodId: id, resource: `projects/_/buckets/${url.pathname.split('/b/')[1]?.split('/')[0] ?? ''}` });
+    rec.status = g.code;
+    const payload = { error: { ...g.body().error, errors: [{ message: g.message, domain: 'global', reason: GCS_REASON[g.code] ?? 'invalid' }] } };
+    res.writeHead(g.code, { 'content-type': 'application/json; charset=UTF-8' });
+    res.end(JSON.stringify(payload));
+    return true;
+  }
+
+  private json(res: http.ServerResponse, rec: FakeGcsRequest, status: number, value: unknown): void {
+    rec.status = status;
+    res.writeHead(status, { 'content-type': 'application/json; charset=UTF-8' });
+    res.end(JSON.stringify(value));
   }
 
   private route(
     method: string,
-    pathname: string,
+    url: URL,
     query: Record<string, string>,
     headers: http.IncomingHttpHeaders,
     body: Buffer,
     rec: FakeGcsRequest,
     res: http.ServerResponse,
   ): void {
-    let rest: string;
-    let upload = false;
-    if (pathname.startsWith('/upload/storage/v1/b/')) {
-      upload = true;
-      rest = pathname.slice('/upload/storage/v1'.length);
-    } else if (pathname.startsWith('/storage/v1/b/')) {
-      rest = pathname.slice('/storage/v1'.length);
-    } else if (pathname.startsWith('/b/')) {
-      rec.emulatorRoot = true;
-      rest = pathname;
-    } else {
-      throw badRequest(`unsupported path ${pathname}`);
+    const { id, params } = this.match(method, url.pathname, rec);
+    rec.methodId = id;
+    const spec = STORAGE.methods.get(id) as NonNullable<ReturnType<typeof STORAGE.methods.get>>;
+    try {
+      STORAGE.checkQuery(spec, url.searchParams);
+    } catch (err) {
+      if (err instanceof SchemaViolation) throw badRequest(err.message);
+      throw err;
     }
-    // rest: /b/BUCKET/o or /b/BUCKET/o/ENCODED_NAME
-    const m = /^\/b\/([^/]+)\/o(?:\/(.+))?$/.exec(rest);
-    if (!m) throw badRequest(`unsupported path ${pathname}`);
-    const bucket = decodeURIComponent(m[1] as string);
-    const object = m[2] === undefined ? undefined : decodeURIComponent(m[2]);
+    const bucket = params.bucket as string;
+    const object = params.object;
     rec.bucket = bucket;
     rec.object = object;
 
-    if (upload) {
-      if (method !== 'POST' || object !== undefined) throw badRequest(`unsupported upload request ${method} ${pathname}`);
-      rec.op = 'insert';
-      this.insert(bucket, query, headers, body, rec, res);
-      return;
-    }
-    if (object === undefined) {
-      if (method !== 'GET') throw badRequest(`unsupported method ${method} on ${pathname}`);
-      rec.op = 'list';
-      this.list(bucket, query, rec, res);
-      return;
-    }
-    if (method === 'GET') {
-      allowOnly(query, ['alt'], 'objects.get');
-      const alt = query.alt ?? 'json';
-      if (alt !== 'json' && alt !== 'media') throw badRequest(`unsupported alt=${alt}`);
-      rec.op = alt === 'media' ? 'media' : 'get';
-      const o = this.bucketMap(bucket).get(object);
-      if (!o) throw new ApiError(404, 'notFound', `No such object: ${bucket}/${object}`);
-      rec.status = 200;
-      if (alt === 'json') {
-        res.writeHead(200, { 'content-type': 'application/json; charset=UTF-8' });
-        res.end(JSON.stringify(this.resource(bucket, object, o)));
+    switch (id) {
+      case 'storage.objects.insert':
+        rec.op = 'insert';
+        return this.insert(bucket, query, headers, body, rec, res);
+      case 'storage.objects.list':
+        rec.op = 'list';
+        return this.list(bucket, query, rec, res);
+      case 'storage.objects.get': {
+        allowOnly(query, ['alt'], 'objects.get');
+        const alt = query.alt ?? 'json';
+        rec.op = alt === 'media' ? 'media' : 'get';
+        const o = this.bucketMap(bucket).get(object as string);
+        if (!o) throw new ApiError(404, 'notFound', `No such object: ${bucket}/${object as string}`);
+        const r = this.resource(bucket, object as string, o);
+        if (alt === 'json') return this.json(res, rec, 200, r);
+        rec.status = 200;
+        res.writeHead(200, {
+          'content-type': o.contentType,
+          'content-length': String(o.data.length),
+          'x-goog-hash': `crc32c=${r.crc32c as string},md5=${r.md5Hash as string}`,
+          'x-goog-generation': String(o.generation),
+          'x-goog-metageneration': '1',
+          'x-goog-stored-content-encoding': 'identity',
+          'x-goog-stored-content-length': String(o.data.length),
+        });
+        res.end(o.data);
         return;
       }
-      const r = this.resource(bucket, object, o);
-      res.writeHead(200, {
-        'content-type': o.contentType,
-        'content-length': String(o.data.length),
-        'x-goog-hash': `crc32c=${r.crc32c as string},md5=${r.md5Hash as string}`,
-        'x-goog-generation': String(o.generation),
-        'x-goog-metageneration': '1',
-        'x-goog-stored-content-encoding': 'identity',
-        'x-goog-stored-content-length': String(o.data.length),
-      });
-      res.end(o.data);
-      return;
+      case 'storage.objects.delete': {
+        allowOnly(query, [], 'objects.delete');
+        rec.op = 'delete';
+        const b = this.bucketMap(bucket);
+        if (!b.delete(object as string)) throw new ApiError(404, 'notFound', `No such object: ${bucket}/${object as string}`);
+        rec.status = 204;
+        res.writeHead(204);
+        res.end();
+        return;
+      }
+      case 'storage.buckets.get':
+        allowOnly(query, [], 'buckets.get');
+        rec.op = 'bucket';
+        return this.json(res, rec, 200, JSON.parse(JSON.stringify(this.bucketResource(this.bucket(bucket)))));
+      case 'storage.buckets.getIamPolicy': {
+        allowOnly(query, ['optionsRequestedPolicyVersion'], 'buckets.getIamPolicy');
+        rec.op = 'getIamPolicy';
+        const b = this.bucket(bucket);
+        const requested = query.optionsRequestedPolicyVersion === undefined ? 1 : Number(query.optionsRequestedPolicyVersion);
+        if (![1, 3].includes(requested)) throw new ApiError(400, 'invalid', `Invalid argument: optionsRequestedPolicyVersion must be 1 or 3, got ${requested}.`);
+        const conditional = (b.iamPolicy.bindings ?? []).some((x) => x.condition !== undefined);
+        if (conditional && requested < 3) {
+          throw new ApiError(400, 'invalid', 'The IAM policy of this bucket has conditions; request it with optionsRequestedPolicyVersion=3.');
+        }
+        return this.json(res, rec, 200, { kind: 'storage#policy', resourceId: `projects/_/buckets/${bucket}`, ...b.iamPolicy, version: conditional ? 3 : 1 });
+      }
+      case 'storage.buckets.setIamPolicy':
+        allowOnly(query, [], 'buckets.setIamPolicy');
+        rec.op = 'setIamPolicy';
+        return this.setIamPolicy(bucket, headers, body, rec, res);
+      default:
+        throw badRequest(`${id} is in the discovery document but not implemented by this fake`);
     }
-    if (method === 'DELETE') {
-      allowOnly(query, [], 'objects.delete');
-      rec.op = 'delete';
-      const b = this.bucketMap(bucket);
-      if (!b.delete(object)) throw new ApiError(404, 'notFound', `No such object: ${bucket}/${object}`);
-      rec.status = 204;
-      res.writeHead(204);
-      res.end();
-      return;
+  }
+
+  private setIamPolicy(bucket: string, headers: http.IncomingHttpHeaders, raw: Buffer, rec: FakeGcsRequest, res: http.ServerResponse): void {
+    const b = this.bucket(bucket);
+    if (!/^application\/json\b/i.test(headers['content-type'] ?? '')) throw badRequest(`setIamPolicy body must be application/json, got "${headers['content-type'] ?? ''}"`);
+    let policy: StorageIamPolicy;
+    try {
+      policy = JSON.parse(raw.toString('utf8')) as StorageIamPolicy;
+    } catch {
+      throw badRequest('setIamPolicy body is not JSON');
     }
-    throw badRequest(`unsupported method ${method} on ${pathname}`);
+    rec.body = policy;
+    try {
+      STORAGE.checkBody(STORAGE.methods.get('storage.buckets.setIamPolicy') as NonNullable<ReturnType<typeof STORAGE.methods.get>>, policy);
+    } catch (err) {
+      if (err instanceof SchemaViolation) throw badRequest(err.message);
+      throw err;
+    }
+    // A read-modify-write with a stale etag is refused, so concurrent edits do not overwrite each other.
+    // 412 conditionNotMet is the JSON API's precondition failure (gsutil retries its IAM edits on it).
+    if (policy.etag !== undefined && policy.etag !== b.iamPolicy.etag) {
+      throw new ApiError(412, 'conditionNotMet', `Precondition Failed: the policy etag "${policy.etag}" is not the current one ("${b.iamPolicy.etag ?? ''}"); read the policy again and retry.`);
+    }
+    for (const binding of policy.bindings ?? []) {
+      if (!binding.role || !binding.members?.length) throw new ApiError(400, 'invalid', 'Every binding needs a role and at least one member.');
+      for (const m of binding.members) {
+        if (!/^(allUsers|allAuthenticatedUsers|(user|serviceAccount|group|domain|projectOwner|projectEditor|projectViewer|principal|principalSet):.+)$/.test(m)) {
+          throw new ApiError(400, 'invalid', `Invalid member "${m}" in binding for ${binding.role}.`);
+        }
+      }
+    }
+    const n = Number.parseInt(Buffer.from(b.iamPolicy.etag ?? 'CAE=', 'base64').toString('hex') || '1', 16) + 1;
+    b.iamPolicy = {
+      version: policy.version ?? 1,
+      bindings: policy.bindings ?? [],
+      etag: Buffer.from(n.toString(16).padStart(4, '0'), 'hex').toString('base64'),
+    };
+    this.json(res, rec, 200, { kind: 'storage#policy', resourceId: `projects/_/buckets/${bucket}`, ...b.iamPolicy });
   }
 
   private insert(
@@ -327,6 +556,13 @@ export class FakeGcs {
       meta = JSON.parse(metaPart.content.toString('utf8')) as Record<string, unknown>;
     } catch {
       throw badRequest('metadata part is not JSON');
+    }
+    rec.body = meta;
+    try {
+      STORAGE.checkValue({ $ref: 'Object' }, meta, '', 'request');
+    } catch (err) {
+      if (err instanceof SchemaViolation) throw badRequest(err.message);
+      throw err;
     }
     for (const k of Object.keys(meta)) {
       if (k !== 'name' && k !== 'contentType') throw badRequest(`object metadata field "${k}" is not supported`);
