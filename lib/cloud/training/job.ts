@@ -287,6 +287,8 @@ export function failureMessage(job: CustomJob, logLines: readonly string[], p: {
 
 interface FollowContext {
   plan?: TrainingPlan;
+  /** The state the job was created in (shown as its first state). */
+  initialState?: string;
   modelDir: string;
   exportDir?: string;
   numClasses?: number;
@@ -334,7 +336,8 @@ export async function followJob(c: CloudClient, name: string, f: FollowContext):
   let lastEval: EvalResult | undefined;
   let lastStep = 0;
   let since = new Date(started - 3600_000).toISOString();
-  let state = '';
+  let state = f.initialState ?? '';
+  if (state) c.reporter.line(`training job ${id}: ${state.replace('JOB_STATE_', '')}`);
   let job: CustomJob = {};
   let detached = false;
   let cancelAsked = false;
@@ -388,7 +391,7 @@ export async function followJob(c: CloudClient, name: string, f: FollowContext):
       return;
     }
     await c.call({ what: `cancelling training job ${id}`, gcloud: `gcloud ai custom-jobs cancel ${id} --region=${c.region} --project=${c.project}` },
-      (options) => ai.projects.locations.customJobs.cancel({ name }, options));
+      (options) => ai.projects.locations.customJobs.cancel({ name, requestBody: {} }, options));
     c.reporter.line(`training job ${id}: cancel requested`);
   };
 
@@ -458,7 +461,7 @@ export async function trainOnVertex(c: CloudClient, o: BackendTrainOptions): Pro
     return { ...result, seconds: (Date.now() - started) / 1000 };
   }
   return followJob(c, job.name!, {
-    plan: p, modelDir: p.modelDir, exportDir: p.exportDir, evalCount: evaluatedImages(p.config), signal: o.signal,
+    plan: p, initialState: job.state ?? undefined, modelDir: p.modelDir, exportDir: p.exportDir, evalCount: evaluatedImages(p.config), signal: o.signal,
     confirmCancel: o.confirmCancel, pollIntervalMs: o.pollIntervalMs, onEvent: o.onEvent, trainSteps: o.trainSteps,
   });
 }
