@@ -23,6 +23,9 @@ import { gcpBackend } from '../lib/cloud/backend';
 import { memoryReporter } from '../lib/cloud/report';
 import type { TrainEvent } from '../lib/train';
 import type { aiplatform_v1 } from 'googleapis/build/src/apis/aiplatform/v1';
+import { notebookSettings } from '../lib/steps/settings';
+import { trainerPlan } from '../lib/steps/trainer';
+import { trainWithLiveChart, evaluateExport, tensorboardHint } from '../lib/steps/train';
 
 const BUCKET = 'imgclass-train-bucket';
 const PROJECT = 'imgclass-test';
@@ -300,5 +303,32 @@ test('--no-wait returns after submitting; train-status follows the job to its ex
   assert.equal(s.code, 0, s.stderr);
   assert.match(s.stderr, new RegExp(`training job ${id}: SUCCEEDED`));
   assert.match(s.stdout, new RegExp(`export: gs://${BUCKET}/later-export/${version}`));
+  assertNoRejections();
+});
+
+test('notebooks 03 and 06 with backend gcp (the library calls their cells make): the job and config shown, then trained with the live curves to the export', async () => {
+  const work = `gs://${BUCKET}/work`;
+  const s = notebookSettings({ backend: 'gcp', work_dir: work, project: PROJECT, bucket: BUCKET, region: 'us-central1' });
+  const p = { resnet_depth: 18, image_size: 32, train_batch_size: 16, train_steps: 200, steps_per_eval: 100, base_learning_rate: 0.1, tpu: 'v5e-4' };
+  fake.requests.length = 0;
+
+  // Notebook 03, before the data exists (the codelab's order): the job and the config, nothing sent to an API.
+  const plan = await trainerPlan(s, { ...p, num_classes: 4 });
+  assert.match(plan.job, /^Vertex AI custom job on TPU v5e-4 \(4 cores/);
+  assert.match(plan.job, new RegExp(`no shards in ${work}/tfrecords yet`));
+  assert.match(plan.job, /num_classes: 5/);
+  assert.match(plan.command, /--backend=gcp \\\n  --project=imgclass-test \\\n  --region=us-central1 \\\n  --tpu=v5e-4 \\/);
+  assert.deepEqual(fake.requests.filter((r) => r.api !== 'storage'), [], 'notebook 03 only reads Cloud Storage');
+
+  // Notebook 06: the shards of notebook 04/05, the trainer's event files and its export appear in WORK.
+  await putData('work/tfrecords');
+  await putEventFiles(`${work}/model`);
+  const version = Math.floor(Date.now() / 1000) + 5;
+  fake.gcs.put(BUCKET, `work/export/${version}/saved_model.pb`, 'pb');
+  const result = await trainWithLiveChart(s, p, { pollIntervalMs: 20, chartIntervalMs: 10 });
+  assert.equal(result.exportPath, `${work}/export/${version}`, 'recorded where notebook 07 deploys from');
+  assert.equal(result.lastEval?.top1, 0.75);
+  assert.equal(await evaluateExport(s), undefined, 'a SavedModel is not evaluated with TensorFlow.js');
+  assert.match(tensorboardHint(s), new RegExp(`tensorboard --logdir ${work}/model`));
   assertNoRejections();
 });

@@ -115,6 +115,8 @@ export interface Backend {
   preprocess(o: PreprocessOptions): Promise<PreprocessResult>;
   /** Section 6. */
   train(o: BackendTrainOptions): Promise<TrainResult>;
+  /** Section 3: where and how `train(o)` will run, in a few lines (gcp: the job and its config). Sends nothing. */
+  describeTraining(o: BackendTrainOptions): Promise<string>;
   /** Section 6, later: follow (or report on) a training job submitted with noWait. */
   trainStatus(r: TrainStatusRequest): Promise<TrainResult>;
   /** Section 7: the newest export behind a prediction endpoint, recorded in workDir. */

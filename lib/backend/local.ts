@@ -16,6 +16,10 @@ export function localBackend(): Backend {
     },
     preprocess,
     train,
+    async describeTraining(o) {
+      const replicas = o.workers ?? (await import('node:os')).availableParallelism();
+      return `runs on this machine: TensorFlow.js, ${replicas} model replica(s) on worker threads; checkpoints and TensorBoard logs in ${o.modelDir}`;
+    },
     async trainStatus() {
       throw new UserError('train-status follows Vertex AI training jobs (--backend gcp); a local run shows its progress where it runs, and its metrics are in MODEL_DIR/metrics.jsonl');
     },

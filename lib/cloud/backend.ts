@@ -12,7 +12,7 @@ import { NOT_YET, Backend, AnyDeployment } from '../backend';
 export { NOT_YET };
 import { CloudClient, CloudOptions } from './client';
 import { checkAccess, formatAccessReport } from './access';
-import { trainOnVertex, trainStatusOnVertex } from './training/job';
+import { trainOnVertex, trainStatusOnVertex, describeVertexTraining } from './training/job';
 import { deployToVertex, resolveEndpoint, endpointLabels, predictOnVertex, undeployFromVertex, VertexDeployment } from './endpoints';
 
 
@@ -34,6 +34,7 @@ export function gcpBackend(o: CloudOptions): Backend {
     },
     train: (o) => trainOnVertex(c, o),
     trainStatus: (r) => trainStatusOnVertex(c, r),
+    describeTraining: (o) => describeVertexTraining(c, o),
     async deploy(r) {
       const d = await deployToVertex(c, {
         exportDir: r.exportDir, modelName: r.modelName, machineType: r.machineType,

@@ -13,7 +13,7 @@ import type { aiplatform_v1 } from 'googleapis/build/src/apis/aiplatform/v1';
 import type { logging_v2 } from 'googleapis/build/src/apis/logging/v2';
 import * as storage from '../../storage';
 import { UserError, errorMessage } from '../../errors';
-import { datasetInfo } from '../../train/input';
+import { datasetInfo, listShards } from '../../train/input';
 import { modelSummary, ResNetConfig } from '../../model';
 import type { TrainEvent, TrainResult, EvalResult } from '../../train';
 import type { BackendTrainOptions, TrainStatusRequest } from '../../backend';
@@ -21,7 +21,7 @@ import type { MetricsLine } from '../../charts/specs';
 import type { CloudClient } from '../client';
 import { experimentConfig, configYaml, evaluatedImages, EXPERIMENT, ExperimentConfig } from './config';
 import { tpuSpec, regionsHint, TpuSpec } from './tpu';
-import { trainerImage, EXPORT_SCRIPT_PATH } from './image';
+import { trainerImage, imageUri, EXPORT_SCRIPT_PATH } from './image';
 import { CurveFollower } from './events';
 
 type CustomJob = aiplatform_v1.Schema$GoogleCloudAiplatformV1CustomJob;
@@ -95,7 +95,7 @@ async function checkpointStep(modelDir: string): Promise<number> {
 }
 
 /** Counts from the data (or, in a dry run given all three, from the flags), the config, the paths. */
-export async function planTraining(c: CloudClient, o: BackendTrainOptions): Promise<TrainingPlan> {
+export async function planTraining(c: CloudClient, o: BackendTrainOptions, opts: { allowMissingData?: boolean } = {}): Promise<TrainingPlan> {
   const dataDir = gcsFolder('data_dir', o.dataDir);
   const modelDir = gcsFolder('model_dir', o.modelDir);
   const exportDir = gcsFolder('export_dir', o.exportDir);
@@ -110,6 +110,12 @@ export async function planTraining(c: CloudClient, o: BackendTrainOptions): Prom
     numEvalImages = o.numEvalImages;
     numClasses = o.numLabelClasses;
     notes.push(`dry run: counts taken from --num_train_images ${numTrainImages}, --num_eval_images ${numEvalImages}, --num_label_classes ${numClasses} (not read from ${dataDir})`);
+  } else if (opts.allowMissingData && (await listShards(dataDir, 'train')).length === 0) {
+    // Notebook 03 comes before the data (notebooks 04-05): the job is shown for one batch of each.
+    numTrainImages = o.numTrainImages ?? o.trainBatchSize ?? 128;
+    numEvalImages = o.numEvalImages ?? o.evalBatchSize ?? 32;
+    numClasses = o.numLabelClasses ?? 2;
+    notes.push(`no shards in ${dataDir} yet (notebooks 04-05 write them): counts shown as one batch; notebook 06 counts the shards`);
   } else {
     c.reporter.status(`counting the records of ${dataDir}`);
     const info = await datasetInfo(dataDir).finally(() => c.reporter.endStatus());
@@ -132,7 +138,8 @@ export async function planTraining(c: CloudClient, o: BackendTrainOptions): Prom
     resnetDepth: o.resnetDepth ?? 18,
     imageSize,
     trainBatchSize: o.trainBatchSize ?? 128,
-    evalBatchSize: o.evalBatchSize ?? 32,
+    // Unset (notebooks): the training batch, or less on a small validation set, split evenly over the cores.
+    evalBatchSize: o.evalBatchSize ?? Math.min(o.trainBatchSize ?? 128, Math.max(tpu.cores, Math.floor(numEvalImages / tpu.cores) * tpu.cores)),
     trainSteps: o.trainSteps,
     stepsPerEval: o.stepsPerEval ?? o.trainSteps,
     stepsPerCheckpoint: o.stepsPerCheckpoint,
@@ -479,4 +486,11 @@ export async function trainStatusOnVertex(c: CloudClient, r: TrainStatusRequest)
   const exportDir = new RegExp(`${EXPORT_SCRIPT_PATH.replace(/[.]/g, '\\.')} \\S+ '[^']+' '[^']+' '([^']+)'`).exec(args)?.[1];
   if (!modelDir) throw new UserError(`training job ${jobId(name)} was not started by imgclass train (no --model_dir in its command); follow it in the console`);
   return followJob(c, name, { modelDir, exportDir, signal: r.signal, confirmCancel: r.confirmCancel, pollIntervalMs: r.pollIntervalMs, onEvent: r.onEvent });
+}
+
+/** Notebook 03 on gcp: the job train(o) would create and the config it stages; nothing is sent. */
+export async function describeVertexTraining(c: CloudClient, o: BackendTrainOptions): Promise<string> {
+  const p = await planTraining(c, o, { allowMissingData: true });
+  const image = o.trainerImage ?? `${imageUri(c)} (built with Cloud Build by the first run if missing)`;
+  return `${formatPlan(p, image)}\n\nthe Model Garden config it stages (${p.configUri}):\n${p.yaml}`;
 }
