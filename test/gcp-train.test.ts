@@ -13,7 +13,10 @@ import * as assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { parse } from 'yaml';
 import { startFakeGoogle, FakeGoogle } from './fake-google';
-import { CLI, jpeg } from './helpers';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { CLI, REPO_ROOT, jpeg } from './helpers';
 import { encodeExample } from '../lib/example';
 import { frameRecord } from '../lib/tfrecord';
 import * as storage from '../lib/storage';
@@ -331,4 +334,78 @@ test('notebooks 03 and 06 with backend gcp (the library calls their cells make):
   assert.equal(await evaluateExport(s), undefined, 'a SavedModel is not evaluated with TensorFlow.js');
   assert.match(tensorboardHint(s), new RegExp(`tensorboard --logdir ${work}/model`));
   assertNoRejections();
+});
+
+const NOTEBOOKS = `${REPO_ROOT}/notebooks`;
+
+/** The executed notebook's stdout text and error outputs. */
+function notebookOutputs(file: string): { text: string; errors: number } {
+  const nb = JSON.parse(fs.readFileSync(file, 'utf8')) as { cells: Array<{ outputs?: Array<{ output_type: string; text?: string | string[] }> }> };
+  const outs = nb.cells.flatMap((c) => c.outputs ?? []);
+  return {
+    text: outs.map((o) => (o.output_type === 'stream' ? ([] as string[]).concat(o.text ?? []).join('') : '')).join(''),
+    errors: outs.filter((o) => o.output_type === 'error').length,
+  };
+}
+
+const gcpParams = (work: string, extra: string[] = []): string[] => [
+  '-p', 'backend', 'gcp', '-p', 'work_dir', work, '-p', 'project', PROJECT, '-p', 'bucket', BUCKET, '-p', 'region', 'us-central1',
+  '-p', 'train_batch_size', '16', '-p', 'train_steps', '200', '-p', 'steps_per_eval', '100', ...extra,
+];
+
+test('notebook 03 runs headless with backend gcp against the fake: it shows the job and the config', { timeout: 300_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imgclass-nb-'));
+  fake.requests.length = 0;
+  const out = path.join(dir, '03.ipynb');
+  const r = await runCli(['run-notebook', path.join(NOTEBOOKS, '03-trainer.ipynb'), out, ...gcpParams(`gs://${BUCKET}/nb03`, ['-p', 'num_classes', '4'])]);
+  assert.equal(r.code, 0, r.stderr);
+  const o = notebookOutputs(out);
+  assert.equal(o.errors, 0);
+  assert.match(o.text, /Vertex AI custom job on TPU v5e-4/);
+  assert.match(o.text, /the Model Garden config it stages \(gs:\/\/imgclass-train-bucket\/nb03\/model\/imgclass\/config-\d+\.yaml\)/);
+  assert.match(o.text, /distribution_strategy: tpu/);
+  assert.deepEqual(fake.requests.filter((q) => q.api !== 'storage'), [], 'notebook 03 calls no API');
+  assertNoRejections();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('notebook 06 runs headless with backend gcp in dry run: the build and the job printed, no request sent', { timeout: 300_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imgclass-nb-'));
+  fake.requests.length = 0;
+  const out = path.join(dir, '06.ipynb');
+  const r = await runCli(['run-notebook', path.join(NOTEBOOKS, '06-train.ipynb'), out, ...gcpParams(`gs://${BUCKET}/nb06`, ['-p', 'dry_run', 'true'])]);
+  assert.equal(r.code, 0, r.stderr);
+  const o = notebookOutputs(out);
+  assert.equal(o.errors, 0);
+  assert.match(o.text, /dry run: building the trainer image/);
+  assert.match(o.text, /dry run: creating the training job on TPU v5e-4 in us-central1\n  POST http:\/\/127\.0\.0\.1:\d+\/v1\/projects\/imgclass-test\/locations\/us-central1\/customJobs/);
+  assert.match(o.text, /dry run: nothing was trained/);
+  assert.deepEqual(fake.requests, [], 'nothing reached the fake, Cloud Storage included');
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('notebook 06 runs headless with backend gcp against the fake: job, live curves, export for notebook 07', { timeout: 300_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imgclass-nb-'));
+  const work = `gs://${BUCKET}/nb06live`;
+  await putData('nb06live/tfrecords');
+  await putEventFiles(`${work}/model`);
+  const version = Math.floor(Date.now() / 1000) + 5;
+  fake.gcs.put(BUCKET, `nb06live/export/${version}/saved_model.pb`, 'pb');
+  fake.requests.length = 0;
+  const out = path.join(dir, '06.ipynb');
+  // The notebook polls every 15 s: the fake's job takes three polls to succeed.
+  const r = await runCli(['run-notebook', path.join(NOTEBOOKS, '06-train.ipynb'), out, ...gcpParams(work, ['-p', 'trainer_image', 'us-central1-docker.pkg.dev/imgclass-test/imgclass/trainer:given'])]);
+  assert.equal(r.code, 0, r.stderr);
+  const o = notebookOutputs(out);
+  assert.equal(o.errors, 0);
+  assert.match(o.text, /trainer image: us-central1-docker\.pkg\.dev\/imgclass-test\/imgclass\/trainer:given \(--trainer_image; not built\)/);
+  assert.match(o.text, /training job \d+: SUCCEEDED/);
+  assert.match(o.text, new RegExp(`export for serving: ${work}/export/${version}`));
+  assert.match(o.text, /no confusion matrix here/);
+  const nb = JSON.parse(fs.readFileSync(out, 'utf8')) as { cells: Array<{ outputs?: Array<{ output_type: string; data?: Record<string, unknown> }> }> };
+  const charts = nb.cells.flatMap((c) => c.outputs ?? []).filter((x) => x.data && 'application/vnd.vegalite.v5+json' in x.data);
+  assert.ok(charts.length >= 1, 'the training curves were drawn');
+  assert.ok(!methods().includes('cloudbuild.projects.locations.builds.create'), '--trainer_image: no build');
+  assertNoRejections();
+  fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -75,7 +75,7 @@ export async function trainWithLiveChart(s: Settings, p: TrainParameters, o: Liv
     }
   };
   // A resumed run shows its earlier steps too (up to the checkpoint it resumes from, as train() keeps them).
-  const before = await readMetrics(s.paths.metrics);
+  const before = s.dryRun ? [] : await readMetrics(s.paths.metrics);
   let result: TrainResult;
   try {
     result = await backendOf(s).train({ ...opts, onEvent, ...(o.pollIntervalMs ? { pollIntervalMs: o.pollIntervalMs } : {}) });
@@ -110,6 +110,10 @@ export function formatTrainResult(r: TrainResult): string {
  * TensorBoard event files in WORK/model (what Model Garden's trainer writes on gcp).
  */
 export async function showTrainingCurves(s: Settings): Promise<void> {
+  if (s.dryRun) {
+    process.stdout.write('dry run: nothing was trained, so there are no curves to show\n');
+    return;
+  }
   const metrics = await readMetrics(s.paths.metrics);
   const records = metrics.length > 0 ? metrics : await readTrainingCurves(s.paths.model);
   await showChart(trainingCurves(records, { title: 'Training' }));
@@ -121,6 +125,7 @@ export async function showTrainingCurves(s: Settings): Promise<void> {
  * asks the endpoint instead.
  */
 export async function evaluateExport(s: Settings): Promise<ConfusionResult | undefined> {
+  if (s.dryRun) return undefined;
   const files = await storage.list(s.paths.export);
   const versions = (kind: string): number[] => files.map((f) => new RegExp(`/(\\d+)/${kind}$`).exec(f)?.[1]).filter((v): v is string => !!v).map(Number);
   const tfjs = Math.max(-1, ...versions('model\\.json'));
@@ -132,7 +137,10 @@ export async function evaluateExport(s: Settings): Promise<ConfusionResult | und
 /** The confusion matrix as text and as a chart (or why there is none). */
 export async function showConfusion(cm: ConfusionResult | undefined): Promise<void> {
   if (!cm) {
-    process.stdout.write('the export is a TensorFlow SavedModel (trained on Cloud TPU); TensorFlow.js does not run it here: deploy it (notebook 07) and ask the endpoint (notebook 08)\n');
+    process.stdout.write(
+      'no confusion matrix here: after a dry run there is no export, and a Cloud TPU run exports a TensorFlow SavedModel, ' +
+        'which TensorFlow.js does not run; deploy it (notebook 07) and ask the endpoint (notebook 08)\n',
+    );
     return;
   }
   process.stdout.write(

@@ -110,6 +110,12 @@ export async function planTraining(c: CloudClient, o: BackendTrainOptions, opts:
     numEvalImages = o.numEvalImages;
     numClasses = o.numLabelClasses;
     notes.push(`dry run: counts taken from --num_train_images ${numTrainImages}, --num_eval_images ${numEvalImages}, --num_label_classes ${numClasses} (not read from ${dataDir})`);
+  } else if (c.dryRun) {
+    // A dry run sends nothing, Cloud Storage reads included: the counts are the flags' or one batch.
+    numTrainImages = o.numTrainImages ?? o.trainBatchSize ?? 128;
+    numEvalImages = o.numEvalImages ?? o.evalBatchSize ?? 32;
+    numClasses = o.numLabelClasses ?? 2;
+    notes.push(`dry run: ${dataDir} is not read; counts are --num_train_images/--num_eval_images/--num_label_classes, or one batch and ${numClasses} classes where not given`);
   } else if (opts.allowMissingData && (await listShards(dataDir, 'train')).length === 0) {
     // Notebook 03 comes before the data (notebooks 04-05): the job is shown for one batch of each.
     numTrainImages = o.numTrainImages ?? o.trainBatchSize ?? 128;
