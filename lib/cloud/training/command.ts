@@ -3,7 +3,7 @@
  * the result on stdout; Ctrl-C asks whether to cancel the job (no answer, or no terminal: it goes on).
  */
 import * as readline from 'node:readline';
-import { backendFor, BackendTrainOptions, TrainStatusRequest } from '../../backend';
+import { backendFor, Backend, BackendTrainOptions, TrainStatusRequest } from '../../backend';
 import { terminalReporter } from '../report';
 import type { TrainEvent, TrainResult } from '../../train';
 
@@ -58,22 +58,21 @@ function report(r: TrainResult): void {
   );
 }
 
-export async function runCloudTrainCommand(o: CloudCommandOptions & BackendTrainOptions): Promise<void> {
+/** Runs `call` on the gcp backend with Ctrl-C and progress lines, then prints the result. */
+async function runOnGcp(o: CloudCommandOptions, call: (backend: Backend, extras: Pick<BackendTrainOptions, 'signal' | 'confirmCancel' | 'onEvent'>) => Promise<TrainResult>): Promise<void> {
   const backend = backendFor({ backend: 'gcp', project: o.project ?? '', region: o.region, dryRun: o.dryRun, reporter: terminalReporter() });
-  const r = await withCtrlC((signal, confirmCancel) =>
-    backend.train({ ...o, signal, confirmCancel, onEvent: (e) => {
-      const line = progressLine(e);
-      if (line) process.stderr.write(`${line}\n`);
-    } }));
+  const onEvent = (e: TrainEvent): void => {
+    const line = progressLine(e);
+    if (line) process.stderr.write(`${line}\n`);
+  };
+  const r = await withCtrlC((signal, confirmCancel) => call(backend, { signal, confirmCancel, onEvent }));
   if (!o.dryRun) report(r);
 }
 
-export async function runTrainStatusCommand(o: CloudCommandOptions & TrainStatusRequest): Promise<void> {
-  const backend = backendFor({ backend: 'gcp', project: o.project ?? '', region: o.region, dryRun: o.dryRun, reporter: terminalReporter() });
-  const r = await withCtrlC((signal, confirmCancel) =>
-    backend.trainStatus({ ...o, signal, confirmCancel, onEvent: (e) => {
-      const line = progressLine(e);
-      if (line) process.stderr.write(`${line}\n`);
-    } }));
-  if (!o.dryRun) report(r);
+export function runCloudTrainCommand(o: CloudCommandOptions & BackendTrainOptions): Promise<void> {
+  return runOnGcp(o, (backend, extras) => backend.train({ ...o, ...extras }));
+}
+
+export function runTrainStatusCommand(o: CloudCommandOptions & TrainStatusRequest): Promise<void> {
+  return runOnGcp(o, (backend, extras) => backend.trainStatus({ ...o, ...extras }));
 }

@@ -101,27 +101,23 @@ export async function planTraining(c: CloudClient, o: BackendTrainOptions, opts:
   const exportDir = gcsFolder('export_dir', o.exportDir);
   const tpu = tpuSpec(o.tpu);
   const notes: string[] = [];
-  let numTrainImages: number;
-  let numEvalImages: number;
-  let numClasses: number;
+  let numTrainImages = 0;
+  let numEvalImages = 0;
+  let numClasses = 0;
   let labels: string[] | undefined;
-  if (c.dryRun && o.numTrainImages !== undefined && o.numEvalImages !== undefined && o.numLabelClasses !== undefined) {
-    numTrainImages = o.numTrainImages;
-    numEvalImages = o.numEvalImages;
-    numClasses = o.numLabelClasses;
-    notes.push(`dry run: counts taken from --num_train_images ${numTrainImages}, --num_eval_images ${numEvalImages}, --num_label_classes ${numClasses} (not read from ${dataDir})`);
-  } else if (c.dryRun) {
-    // A dry run sends nothing, Cloud Storage reads included: the counts are the flags' or one batch.
+  // Counts not read from the data: the flags', else one batch of each (shown, never trained on).
+  const assumed = (why: string): void => {
     numTrainImages = o.numTrainImages ?? o.trainBatchSize ?? 128;
     numEvalImages = o.numEvalImages ?? o.evalBatchSize ?? 32;
     numClasses = o.numLabelClasses ?? 2;
-    notes.push(`dry run: ${dataDir} is not read; counts are --num_train_images/--num_eval_images/--num_label_classes, or one batch and ${numClasses} classes where not given`);
+    notes.push(`${why}: counts ${numTrainImages} training / ${numEvalImages} validation images, ${numClasses} classes are the flags' (--num_train_images, --num_eval_images, --num_label_classes) or one batch`);
+  };
+  if (c.dryRun) {
+    // A dry run sends nothing, Cloud Storage reads included.
+    assumed(`dry run: ${dataDir} is not read`);
   } else if (opts.allowMissingData && (await listShards(dataDir, 'train')).length === 0) {
-    // Notebook 03 comes before the data (notebooks 04-05): the job is shown for one batch of each.
-    numTrainImages = o.numTrainImages ?? o.trainBatchSize ?? 128;
-    numEvalImages = o.numEvalImages ?? o.evalBatchSize ?? 32;
-    numClasses = o.numLabelClasses ?? 2;
-    notes.push(`no shards in ${dataDir} yet (notebooks 04-05 write them): counts shown as one batch; notebook 06 counts the shards`);
+    // Notebook 03 comes before the data (notebooks 04-05 write it).
+    assumed(`no shards in ${dataDir} yet (notebooks 04-05 write them; notebook 06 counts them)`);
   } else {
     c.reporter.status(`counting the records of ${dataDir}`);
     const info = await datasetInfo(dataDir).finally(() => c.reporter.endStatus());
