@@ -23,6 +23,8 @@ import * as storage from '../lib/storage';
 import { makeStorage } from '../lib/cloud/auth';
 import { SummaryWriter } from '../lib/train/summary-writer';
 import { gcpBackend } from '../lib/cloud/backend';
+import { failureMessage, lastTraceback } from '../lib/cloud/training/job';
+import { tpuSpec } from '../lib/cloud/training/tpu';
 import { memoryReporter } from '../lib/cloud/report';
 import type { TrainEvent } from '../lib/train';
 import type { aiplatform_v1 } from 'googleapis/build/src/apis/aiplatform/v1';
@@ -256,6 +258,44 @@ test('Ctrl-C asks whether to cancel; yes cancels the job', async () => {
   } finally {
     fake.state.customJobPlan = ['JOB_STATE_QUEUED', 'JOB_STATE_PENDING', 'JOB_STATE_RUNNING', 'JOB_STATE_SUCCEEDED'];
   }
+});
+
+test('Ctrl-C answered no leaves the job running and says how to follow it', async () => {
+  fake.state.customJobPlan = ['JOB_STATE_QUEUED', ...Array<string>(10_000).fill('JOB_STATE_RUNNING'), 'JOB_STATE_SUCCEEDED'];
+  let sent = false;
+  fake.requests.length = 0;
+  try {
+    const id = nextJobId();
+    const r = await runCli(trainArgs('detached'), {
+      onStderr: (text, child) => {
+        if (!sent && /: RUNNING/.test(text)) {
+          sent = true;
+          child.kill('SIGINT');
+        }
+        if (/cancel the training job\?/.test(text) && child.stdin?.writable) child.stdin.end('n\n');
+      },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`training job ${id} goes on in the cloud; follow it with: imgclass train-status --backend gcp --project ${PROJECT} --region us-central1 --job ${id}`));
+    assert.match(r.stdout, /^not finished/);
+    const job = [...fake.state.customJobs.values()].find((j) => j.name?.endsWith(`/customJobs/${id}`));
+    assert.equal(job?.state, 'JOB_STATE_RUNNING', 'still running in the cloud');
+    assert.ok(!methods().includes('aiplatform.projects.locations.customJobs.cancel'));
+    assertNoRejections();
+  } finally {
+    fake.state.customJobPlan = ['JOB_STATE_QUEUED', 'JOB_STATE_PENDING', 'JOB_STATE_RUNNING', 'JOB_STATE_SUCCEEDED'];
+  }
+});
+
+test('failure messages: no TPU capacity names the regions; the last traceback is cut at its exception', () => {
+  const job = { name: 'projects/p/locations/us-west1/customJobs/42', error: { code: 8, message: 'Resources are insufficient in region: us-west1. Please try a different region.' } };
+  assert.equal(failureMessage(job, [], { tpu: tpuSpec('v5e-8') }),
+    'training job 42 could not get its TPU: Resources are insufficient in region: us-west1. Please try a different region.; ' +
+    'TPU v5e-8 is offered in us-central1, us-south1, us-west1, us-west4, europe-west4, asia-southeast1 (Cloud TPU regions; pass one with --region), or try again later');
+  const lines = ['I starting', 'Traceback (most recent call last):', '  File "a.py", line 1, in <module>', 'ValueError: first', 'I retrying',
+    'Traceback (most recent call last):', '  File "b.py", line 2, in main', '    raise RuntimeError("x")', 'RuntimeError: x', 'I0000 after the error'];
+  assert.equal(lastTraceback(lines), 'Traceback (most recent call last):\n  File "b.py", line 2, in main\n    raise RuntimeError("x")\nRuntimeError: x');
+  assert.equal(lastTraceback(['no traceback here']), undefined);
 });
 
 test('a failed job reads as the trainer\'s traceback; a config Model Garden rejects says so', async () => {
