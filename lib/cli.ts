@@ -15,8 +15,9 @@ import type { ResNetConfig } from './model';
 import type { BackendName } from './engine/backend';
 import { runServeCommand } from './serve/command';
 import { parseByteSize, type ServeOptions, DEFAULT_MODEL_NAME, DEFAULT_PORT, DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_BATCH_WAIT_MS } from './serve';
-import { backendFor, BackendKind, Backend, NOT_YET, isPreprocessed } from './backend';
+import { backendFor, BackendKind, Backend, isPreprocessed } from './backend';
 import { interruptSignal, askToCancel } from './cloud/dataflow/interrupt';
+import { runCloudTrainCommand, runTrainStatusCommand } from './cloud/training/command';
 import { terminalReporter } from './cloud/report';
 import { isVertexDeployment } from './backend';
 import { runNotebookSuite, stripOutputFiles } from './notebook-suite';
@@ -36,6 +37,12 @@ function depthArg(value: string): ResNetConfig['depth'] {
   const n = Number(value);
   if (![18, 34, 50, 101, 152, 200].includes(n)) throw new InvalidArgumentError(`expected 18, 34, 50, 101, 152 or 200, got "${value}"`);
   return n as ResNetConfig['depth'];
+}
+
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (!(n > 0) || !Number.isFinite(n)) throw new InvalidArgumentError(`expected a number > 0, got "${value}"`);
+  return n;
 }
 
 function fraction(value: string): number {
@@ -187,19 +194,21 @@ export function buildProgram(): Command {
       printPreprocessResult(r);
     });
 
-  program
-    .command('train')
-    .description('section 6: train a ResNet from scratch on the TFRecord shards (local backend: TensorFlow.js on all cores)')
-    .requiredOption('--data-dir <dir>', 'folder with train-* and validation-* shards (from imgclass preprocess)')
-    .requiredOption('--model-dir <dir>', 'checkpoints, metrics.jsonl and TensorBoard logs; an existing one is resumed')
+  withCloudOptions(
+    program
+      .command('train')
+      .description('section 6: train a ResNet from scratch on the TFRecord shards (local: TensorFlow.js on all cores; gcp: TensorFlow Model Garden on a Cloud TPU with Vertex AI)'),
+  )
+    .requiredOption('--data-dir <dir>', 'folder with train-* and validation-* shards (from imgclass preprocess); gcp: gs://')
+    .requiredOption('--model-dir <dir>', 'checkpoints and TensorBoard logs; an existing one is resumed; gcp: gs://')
     .option('--resnet-depth <n>', 'ResNet depth: 18, 34, 50, 101, 152 or 200', depthArg, 18)
-    .option('--image-size <px>', 'input size (224 in the tutorial; 64 is practical on a CPU)', wholeNumber(16), 64)
-    .option('--train-batch-size <n>', 'images per training step', wholeNumber(1), 32)
-    .option('--eval-batch-size <n>', 'images per evaluation batch', wholeNumber(1), 32)
+    .option('--image-size <px>', 'input size (default 64 locally, practical on a CPU; 224 on gcp, as the tutorial)', wholeNumber(16))
+    .option('--train-batch-size <n>', 'images per training step (gcp: a multiple of the TPU\'s cores)', wholeNumber(1), 32)
+    .option('--eval-batch-size <n>', 'images per evaluation batch (gcp: a multiple of the TPU\'s cores)', wholeNumber(1), 32)
     .requiredOption('--train-steps <n>', 'total training steps (a resumed run continues up to this)', wholeNumber(1))
     .option('--steps-per-eval <n>', 'evaluate on the whole validation set every n steps (and at the end)', wholeNumber(1))
     .option('--steps-per-checkpoint <n>', 'save a checkpoint every n steps (and at the end)', wholeNumber(1))
-    .option('--export-dir <dir>', 'export the trained model to DIR/<unix time>/ for serving')
+    .option('--export-dir <dir>', 'export the trained model to DIR/<unix time>/ for serving (required on gcp: gs://)')
     .option('--num-train-images <n>', 'checked against the data when given', wholeNumber(1))
     .option('--num-eval-images <n>', 'checked against the data when given', wholeNumber(1))
     .option('--num-label-classes <n>', 'default: the largest label in the data', wholeNumber(2))
@@ -207,14 +216,41 @@ export function buildProgram(): Command {
     .option('--min-crop-area <f>', 'smallest area of the training random crop, as a fraction of the image (default 0.08, as tensorflow/tpu; small images do better with more)', Number)
     .option('--weight-decay <f>', 'L2 weight decay (not on batch norm)', Number, 1e-4)
     .option('--base-learning-rate <f>', 'learning rate for a batch of 256', Number, 0.1)
-    .option('--seed <n>', 'seed of initialisation, shuffling and augmentation', wholeNumber(0), 42)
-    .option('--workers <n>', 'model replicas on worker threads (default: one per core)', wholeNumber(1))
-    .option('--engine <name>', 'tensorflow (tfjs-node), onednn (wasm + oneDNN kernels), wasm (XNNPACK), or cpu (slow; only when asked); default: the fastest available')
-    .option('--backend <name>', 'local (this machine); gcp (Vertex AI on Cloud TPU) comes with the training cloud issue', 'local')
-    .action((o: TrainCommandOptions & { engine?: string; backend?: string }) => {
+    .option('--seed <n>', 'local: seed of initialisation, shuffling and augmentation', wholeNumber(0), 42)
+    .option('--workers <n>', 'local: model replicas on worker threads (default: one per core)', wholeNumber(1))
+    .option('--engine <name>', 'local: tensorflow (tfjs-node), onednn (wasm + oneDNN kernels), wasm (XNNPACK), or cpu (slow; only when asked); default: the fastest available')
+    .option('--tpu <type>', 'gcp: v5e-4 (default), v5e-1, v5e-8, v2-8 or v3-8')
+    .option('--trainer-image <uri>', 'gcp: run this trainer image instead of building imgclass\'s with Cloud Build')
+    .option('--service-account <email>', 'gcp: the identity the job runs as (default: Vertex AI\'s custom code service agent)')
+    .option('--init-checkpoint <path>', 'gcp: start from this checkpoint (e.g. a public ImageNet ResNet), for small data sets')
+    .option('--no-wait', 'gcp: return once the job is submitted (follow it with imgclass train-status)')
+    .option('--poll-seconds <s>', 'gcp: how often the job, its logs and event files are read', positiveNumber, 15)
+    .action((o: TrainCommandOptions & CloudFlags & { engine?: string; tpu?: string; trainerImage?: string; serviceAccount?: string; initCheckpoint?: string; wait: boolean; pollSeconds: number }) => {
       const { backend, engine } = splitBackend(o);
-      if (backend === 'gcp') throw new UserError(NOT_YET.train);
-      return runTrainCommand({ ...o, backend: engine });
+      if (backend === 'gcp') {
+        if (engine) throw new UserError('--engine applies to the local backend; on gcp the trainer is TensorFlow on a Cloud TPU');
+        const { backend: _b, engine: _e, wait, pollSeconds, ...rest } = o;
+        return runCloudTrainCommand({ ...rest, noWait: !wait, pollIntervalMs: pollSeconds * 1000 });
+      }
+      for (const [flag, v] of [['tpu', o.tpu], ['trainer_image', o.trainerImage], ['service_account', o.serviceAccount], ['init_checkpoint', o.initCheckpoint], ['project', o.project]] as const) {
+        if (v !== undefined) throw new UserError(`--${flag} applies to --backend gcp`);
+      }
+      if (o.dryRun) throw new UserError('--dry_run applies to --backend gcp (the local backend sends no requests)');
+      if (!o.wait) throw new UserError('--no-wait applies to --backend gcp');
+      const { tpu: _t, trainerImage: _i, serviceAccount: _s, initCheckpoint: _c, wait: _w, pollSeconds: _p, project: _pr, region: _r, dryRun: _d, ...local } = o;
+      return runTrainCommand({ ...local, backend: engine });
+    });
+
+  withCloudOptions(
+    program
+      .command('train-status')
+      .description('section 6 on gcp: follow a Vertex AI training job (state, log lines, curves) to its end and find its export; Ctrl-C asks whether to cancel it'),
+  )
+    .requiredOption('--job <id>', 'the custom job\'s id (as imgclass train printed it) or resource name')
+    .option('--poll-seconds <s>', 'how often the job, its logs and event files are read', positiveNumber, 15)
+    .action((o: CloudFlags & { job: string; pollSeconds: number }) => {
+      if (splitBackend(o).backend !== 'gcp') throw new UserError('train-status follows Vertex AI training jobs: pass --backend gcp');
+      return runTrainStatusCommand({ project: o.project, region: o.region, dryRun: o.dryRun, job: o.job, pollIntervalMs: o.pollSeconds * 1000 });
     });
 
   program

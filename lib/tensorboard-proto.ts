@@ -8,7 +8,9 @@ import { UserError } from './errors';
 /**
  * Subsets of TensorFlow's tensorflow/core/util/event.proto (Event) and
  * tensorflow/core/framework/summary.proto (Summary, SummaryMetadata), field numbers as upstream.
- * Fields left out (graph_def, histograms, images, tensors, ...) are skipped when decoding.
+ * Fields left out (graph_def, histograms, images, ...) are skipped when decoding. Summary.Value.tensor
+ * (tensorflow/core/framework/tensor.proto, the scalar fields only) is how TensorFlow 2's
+ * tf.summary.scalar writes a point (Model Garden's trainer on the cloud backend), so it is read too.
  */
 const EVENT_PROTO = `
 syntax = "proto3";
@@ -39,11 +41,22 @@ message Summary {
     SummaryMetadata metadata = 9;
     oneof value {
       float simple_value = 2;
+      TensorProto tensor = 8;
     }
   }
   repeated Value value = 1;
 }
+message TensorProto {
+  int32 dtype = 1;
+  bytes tensor_content = 4;
+  repeated float float_val = 5;
+  repeated double double_val = 6;
+}
 `;
+
+/** tensorflow.DataType numbers of the scalar types a summary holds. */
+const DT_FLOAT = 1;
+const DT_DOUBLE = 2;
 
 const EventType = protobuf.parse(EVENT_PROTO, { keepCase: true }).root.lookupType('tensorflow.Event');
 
@@ -52,7 +65,7 @@ export const FILE_VERSION = 'brain.Event:2';
 
 export interface SummaryValue {
   tag: string;
-  /** simple_value, when the value is a legacy scalar. */
+  /** The scalar: simple_value (a legacy scalar) or a scalar tensor (TensorFlow 2 summaries). */
   value?: number;
   /** metadata.plugin_data.plugin_name, when present (e.g. "scalars"). */
   pluginName?: string;
@@ -89,7 +102,26 @@ interface EventMessage {
   wall_time: number;
   step: number | { low: number; high: number };
   file_version?: string;
-  summary?: { value: { tag: string; simple_value?: number; value?: string; metadata?: { plugin_data?: { plugin_name: string } } }[] };
+  summary?: { value: { tag: string; simple_value?: number; tensor?: TensorMessage; value?: string; metadata?: { plugin_data?: { plugin_name: string } } }[] };
+}
+
+interface TensorMessage {
+  dtype?: number;
+  tensor_content?: Uint8Array;
+  float_val?: number[];
+  double_val?: number[];
+}
+
+/** The number a scalar TensorProto holds (float_val/double_val, or the raw little-endian content). */
+function tensorScalar(t: TensorMessage): number | undefined {
+  if (t.float_val?.length) return t.float_val[0];
+  if (t.double_val?.length) return t.double_val[0];
+  const c = t.tensor_content;
+  if (!c || c.length === 0) return undefined;
+  const view = new DataView(c.buffer, c.byteOffset, c.byteLength);
+  if (t.dtype === DT_DOUBLE && c.length >= 8) return view.getFloat64(0, true);
+  if (t.dtype === DT_FLOAT && c.length >= 4) return view.getFloat32(0, true);
+  return undefined;
 }
 
 export function decodeEvent(bytes: Uint8Array, where = 'event record'): DecodedEvent {
@@ -106,6 +138,10 @@ export function decodeEvent(bytes: Uint8Array, where = 'event record'): DecodedE
     const sv: SummaryValue = { tag: v.tag };
     // `value` is protobufjs's virtual oneof name; simple_value 0 is only present if the oneof says so.
     if (v.value === 'simple_value') sv.value = v.simple_value ?? 0;
+    else if (v.value === 'tensor' && v.tensor) {
+      const x = tensorScalar(v.tensor);
+      if (x !== undefined) sv.value = x;
+    }
     const plugin = v.metadata?.plugin_data?.plugin_name;
     if (plugin) sv.pluginName = plugin;
     out.values.push(sv);

@@ -86,10 +86,10 @@ test('service-account commands: bad names are UserErrors naming the field', () =
   assert.equal(spawnSync('bash', ['-c', `printf %s ${shellQuote("a b'c$HOME")}`], { encoding: 'utf8' }).stdout, "a b'c$HOME");
 });
 
-test('gcp section 6 stops with one clear UserError until its issue lands, shown without a stack trace', async () => {
+test('a gcp training run without an export folder is refused, shown without a stack trace', async () => {
   const settings = { project: 'p-123456', bucket: 'b', region: 'us-central1' };
   const s = notebookSettings({ backend: 'gcp', work_dir: dir, ...settings });
-  await assert.rejects(backendOf(s).train({ dataDir: 'gs://b/d', modelDir: 'gs://b/m', trainSteps: 1 } as never), (e: unknown) => e instanceof UserError && e.message === cloud.NOT_YET.train);
+  await assert.rejects(backendOf(s).train({ dataDir: 'gs://b/d', modelDir: 'gs://b/m', trainSteps: 1 }), (e: unknown) => e instanceof UserError && /--export_dir is required with --backend gcp/.test(e.message));
   const err = new UserError('bad thing in file.csv:3');
   const shown = (await import('node:util')).inspect(err);
   assert.equal(shown, 'UserError: bad thing in file.csv:3');

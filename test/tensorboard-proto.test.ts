@@ -24,12 +24,13 @@ test('file_version event is byte-identical to the one TensorFlow wrote', () => {
   assert.deepEqual(ev, { wallTime, step: 0, fileVersion: FILE_VERSION, values: [] });
 });
 
-test('decodes a TensorFlow 2 scalar event (tensor value skipped, plugin name kept)', () => {
+test('decodes a TensorFlow 2 scalar event (its tensor_content value read, plugin name kept)', () => {
   const ev = decodeEvent(TF_SCALAR_EVENT);
   assert.equal(ev.step, 77);
   assert.equal(ev.wallTime, TF_SCALAR_EVENT.readDoubleLE(1));
   assert.ok(ev.wallTime > 1.5e9 && ev.wallTime < 1.7e9);
-  assert.deepEqual(ev.values, [{ tag: 'accuracy', pluginName: 'scalars' }]);
+  // TensorFlow wrote the float32 0.99 as tensor_content (a4 70 7d 3f, little-endian).
+  assert.deepEqual(ev.values, [{ tag: 'accuracy', value: Math.fround(0.99), pluginName: 'scalars' }]);
 });
 
 test('scalar event bytes follow the wire format (derived by hand)', () => {
@@ -71,4 +72,37 @@ test('an events file written with TFRecordWriter reads back', async () => {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+/** Protobuf wire format written by hand (not by our proto definitions), as TensorFlow 2 writes a scalar. */
+function varint(n: number): number[] {
+  const out: number[] = [];
+  while (n > 0x7f) {
+    out.push((n & 0x7f) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  out.push(n);
+  return out;
+}
+const field = (num: number, wire: number): number[] => varint(num * 8 + wire);
+const lenDelim = (num: number, bytes: number[]): number[] => [...field(num, 2), ...varint(bytes.length), ...bytes];
+const f32 = (x: number): number[] => [...Buffer.from(new Float32Array([x]).buffer)];
+const f64 = (x: number): number[] => [...Buffer.from(new Float64Array([x]).buffer)];
+
+function tensorEvent(step: number, tag: string, tensor: number[]): Uint8Array {
+  const value = [...lenDelim(1, [...Buffer.from(tag)]), ...lenDelim(8, tensor)];
+  const summary = lenDelim(1, value);
+  return Uint8Array.from([...field(1, 1), ...f64(1700000000.5), ...field(2, 0), ...varint(step), ...lenDelim(5, summary)]);
+}
+
+test('TensorFlow 2 scalar summaries (Summary.Value.tensor) decode: float_val, double_val, tensor_content', () => {
+  // dtype DT_FLOAT (1), packed float_val [0.75]: what tf.summary.scalar writes from Python.
+  const a = decodeEvent(tensorEvent(300, 'accuracy', [...field(1, 0), 1, ...lenDelim(5, f32(0.75))]));
+  assert.equal(a.step, 300);
+  assert.deepEqual(a.values, [{ tag: 'accuracy', value: 0.75 }]);
+  // DT_DOUBLE (2) in double_val, and DT_FLOAT as raw tensor_content (the C++ summary writer's form).
+  assert.equal(decodeEvent(tensorEvent(1, 'learning_rate', [...field(1, 0), 2, ...lenDelim(6, f64(0.05))])).values[0]!.value, 0.05);
+  assert.equal(decodeEvent(tensorEvent(2, 'training_loss', [...field(1, 0), 1, ...lenDelim(4, f32(1.25))])).values[0]!.value, 1.25);
+  // A tensor that is not a scalar number (a string tensor: no float data) carries no value.
+  assert.deepEqual(decodeEvent(tensorEvent(3, 'text', [...field(1, 0), 7])).values, [{ tag: 'text' }]);
 });

@@ -14,11 +14,6 @@ import { UserError } from '../errors';
 
 export type BackendKind = 'local' | 'gcp';
 
-/** What the gcp backend cannot do yet: the last cloud issue. */
-export const NOT_YET = {
-  train: 'training on Cloud TPU (section 6) is not available yet in the gcp backend (cloud issue 3 of 3): train with backend local; gs:// data and model folders work there',
-};
-
 /** A local deployment (a background `imgclass serve`) or a Vertex AI endpoint. */
 export type AnyDeployment = (Deployment & { backend?: 'local' }) | VertexDeployment;
 
@@ -120,6 +115,35 @@ export function isPreprocessed(r: PreprocessOutcome): r is PreprocessResult {
   return (r as PreprocessResult).report !== undefined;
 }
 
+/**
+ * What `train` takes beyond the local options: the gcp extras (a Vertex AI custom job on Cloud TPU).
+ * The local backend ignores them.
+ */
+export interface CloudTrainOptions {
+  /** TPU v5e-1|v5e-4|v5e-8|v2-8|v3-8 (default v5e-4). */
+  tpu?: string;
+  /** A trainer image to run as is (skips the Cloud Build). */
+  trainerImage?: string;
+  /** The identity the job runs as (default: Vertex AI's custom code service agent). */
+  serviceAccount?: string;
+  /** A checkpoint to start from (transfer learning), e.g. a public ImageNet ResNet's. */
+  initCheckpoint?: string;
+  /** Return once the job is submitted (follow it later with trainStatus). */
+  noWait?: boolean;
+  /** Asked when following is interrupted (Ctrl-C): true cancels the job, false leaves it running. */
+  confirmCancel?: () => Promise<boolean>;
+  /** How often the job, its logs and its event files are read; default 15 s. */
+  pollIntervalMs?: number;
+}
+
+export type BackendTrainOptions = TrainOptions & CloudTrainOptions;
+
+/** `imgclass train-status`: follow a job submitted earlier. */
+export interface TrainStatusRequest extends Pick<CloudTrainOptions, 'confirmCancel' | 'pollIntervalMs'>, Pick<TrainOptions, 'signal' | 'onEvent'> {
+  /** The job's id or full resource name. */
+  job: string;
+}
+
 export interface Backend {
   readonly kind: BackendKind;
   /** Section 2: is everything in place to run the later sections? */
@@ -127,7 +151,11 @@ export interface Backend {
   /** Sections 4-5: CSVs → TFRecord shards (gcp: a Dataflow job, or only its launch). */
   preprocess(o: PreprocessRequest): Promise<PreprocessOutcome>;
   /** Section 6. */
-  train(o: TrainOptions): Promise<TrainResult>;
+  train(o: BackendTrainOptions): Promise<TrainResult>;
+  /** Section 3: where and how `train(o)` will run, in a few lines (gcp: the job and its config). Sends nothing. */
+  describeTraining(o: BackendTrainOptions): Promise<string>;
+  /** Section 6, later: follow (or report on) a training job submitted with noWait. */
+  trainStatus(r: TrainStatusRequest): Promise<TrainResult>;
   /** Section 7: the newest export behind a prediction endpoint, recorded in workDir. */
   deploy(r: DeployRequest): Promise<AnyDeployment>;
   /** Section 8: the codelab's request to a deployment or endpoint. */

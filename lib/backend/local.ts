@@ -16,6 +16,13 @@ export function localBackend(): Backend {
     },
     preprocess,
     train,
+    async describeTraining(o) {
+      const replicas = o.workers ?? (await import('node:os')).availableParallelism();
+      return `runs on this machine: TensorFlow.js, ${replicas} model replica(s) on worker threads; checkpoints and TensorBoard logs in ${o.modelDir}`;
+    },
+    async trainStatus() {
+      throw new UserError('train-status follows Vertex AI training jobs (--backend gcp); a local run shows its progress where it runs, and its metrics are in MODEL_DIR/metrics.jsonl');
+    },
     async deploy(r) {
       if (!r.workDir) throw new UserError('--work_dir is required for a local deployment (deployment.json and server.log go there)');
       return deployLocal({ workDir: r.workDir, exportDir: r.exportDir, port: r.port, host: r.host, modelName: r.modelName, backend: r.engine });

@@ -1,18 +1,17 @@
 /**
- * The gcp backend: the Backend interface on Google Cloud. Section 2 (access), section 5 (Dataflow)
- * and sections 7-8 (Vertex AI endpoints) are here; section 6 (training on Cloud TPU) is the last
- * cloud issue and stops with a clear error until it lands.
+ * The gcp backend: the Backend interface on Google Cloud: section 2 (access), section 5 (a Dataflow
+ * job, lib/cloud/dataflow/), sections 3 and 6 (a Vertex AI custom job on Cloud TPU,
+ * lib/cloud/training/) and sections 7-8 (Vertex AI endpoints).
  */
 import * as storage from '../storage';
 import { UserError, errorMessage } from '../errors';
 import { predictThrough } from '../predict';
 import { DEPLOYMENT_FILE } from '../serve/daemon';
-import { NOT_YET, Backend, AnyDeployment } from '../backend';
-
-export { NOT_YET };
+import type { Backend, AnyDeployment } from '../backend';
 import { CloudClient, CloudOptions } from './client';
 import { checkAccess, formatAccessReport } from './access';
 import { runDataflowPreprocess } from './dataflow/run';
+import { trainOnVertex, trainStatusOnVertex, describeVertexTraining } from './training/job';
 import { deployToVertex, resolveEndpoint, endpointLabels, predictOnVertex, undeployFromVertex, VertexDeployment } from './endpoints';
 
 
@@ -39,9 +38,9 @@ export function gcpBackend(o: CloudOptions): Backend {
       return { ready: report.ready && !c.dryRun, text: formatAccessReport(report, c.dryRun) };
     },
     preprocess: (r) => runDataflowPreprocess(c, { ...r, pollMs: pollMs(c.env) }),
-    async train() {
-      throw new UserError(NOT_YET.train);
-    },
+    train: (o) => trainOnVertex(c, o),
+    trainStatus: (r) => trainStatusOnVertex(c, r),
+    describeTraining: (o) => describeVertexTraining(c, o),
     async deploy(r) {
       const d = await deployToVertex(c, {
         exportDir: r.exportDir, modelName: r.modelName, machineType: r.machineType,

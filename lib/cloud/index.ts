@@ -19,5 +19,5 @@ export {
   TENSORFLOW_VERSION, DEFAULT_MACHINE_TYPE,
 } from './endpoints';
 export type { VertexDeployment, VertexDeployOptions } from './endpoints';
-export { gcpBackend, readVertexDeployment, NOT_YET } from './backend';
+export { gcpBackend, readVertexDeployment } from './backend';
 export * as dataflow from './dataflow';

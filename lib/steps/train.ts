@@ -12,10 +12,14 @@ import { notebookProgress } from '../notebook-progress';
 import { errorMessage } from '../errors';
 import { trainOptions, TrainParameters } from './trainer';
 import { backendOf, Settings } from './settings';
+import * as storage from '../storage';
+import { readTrainingCurves } from '../cloud/training/events';
 
 export interface LiveTrainingOptions {
   /** Least time between two chart redraws; default 500 ms. */
   chartIntervalMs?: number;
+  /** gcp: how often the job and its event files are read; default 15 s. */
+  pollIntervalMs?: number;
 }
 
 /** The metrics record of a step or eval event, as metrics.jsonl holds it (what trainingCurves reads). */
@@ -64,24 +68,30 @@ export async function trainWithLiveChart(s: Settings, p: TrainParameters, o: Liv
       redraw();
     }
     if (e.kind === 'step') {
-      bar.update(e.step, opts.trainSteps, `loss ${e.loss.toFixed(3)}, lr ${e.lr.toPrecision(3)}, ${e.imagesPerSecond.toFixed(1)} images/s`);
+      // A cloud run's points come from its event files: no rate (and no lr when it was not logged).
+      const parts = [`loss ${e.loss.toFixed(3)}`];
+      if (Number.isFinite(e.lr)) parts.push(`lr ${e.lr.toPrecision(3)}`);
+      if (Number.isFinite(e.imagesPerSecond)) parts.push(`${e.imagesPerSecond.toFixed(1)} images/s`);
+      bar.update(e.step, opts.trainSteps, parts.join(', '));
     }
   };
   // A resumed run shows its earlier steps too (up to the checkpoint it resumes from, as train() keeps them).
-  const before = await readMetrics(s.paths.metrics);
+  const before = s.dryRun ? [] : await readMetrics(s.paths.metrics);
   let result: TrainResult;
   try {
-    result = await backendOf(s).train({ ...opts, onEvent });
+    result = await backendOf(s).train({ ...opts, onEvent, ...(o.pollIntervalMs ? { pollIntervalMs: o.pollIntervalMs } : {}) });
   } catch (err) {
     bar.finish(`failed: ${errorMessage(err).split('\n')[0]}`);
     await chart.close().catch(() => undefined);
     throw err;
   }
-  bar.finish(`${result.interrupted ? 'stopped' : 'done'} at step ${result.step}, ${result.imagesPerSecond.toFixed(1)} images/s, ${result.seconds.toFixed(0)} s`);
+  bar.finish(`${result.interrupted ? 'stopped' : 'done'} at step ${result.step}${rate(result)}, ${result.seconds.toFixed(0)} s`);
   await chart.close().catch((err: unknown) => (chartFailure ??= err));
   if (chartFailure) process.stderr.write(`warning: the live chart could not be drawn: ${errorMessage(chartFailure)}\n`);
   return result;
 }
+
+const rate = (r: TrainResult): string => (Number.isFinite(r.imagesPerSecond) && r.imagesPerSecond > 0 ? `, ${r.imagesPerSecond.toFixed(1)} images/s` : '');
 
 /** One paragraph on the finished run. */
 export function formatTrainResult(r: TrainResult): string {
@@ -90,24 +100,50 @@ export function formatTrainResult(r: TrainResult): string {
     : 'no evaluation';
   return (
     `${r.interrupted ? 'stopped' : 'trained'} to step ${r.step} in ${r.seconds.toFixed(1)} s ` +
-    `(${r.imagesPerSecond.toFixed(1)} images/s, ${r.engine} x${r.replicas}); ${acc}\n` +
+    `(${rate(r).slice(2)}${rate(r) ? ', ' : ''}${r.engine} x${r.replicas}); ${acc}\n` +
     `checkpoints and metrics: ${r.modelDir}\n` +
     (r.exportPath ? `export for serving: ${r.exportPath}\n` : '')
   );
 }
 
-/** The final training curves from WORK/model/metrics.jsonl. */
+/**
+ * The final training curves: WORK/model/metrics.jsonl when the run wrote one (local), else the
+ * TensorBoard event files in WORK/model (what Model Garden's trainer writes on gcp).
+ */
 export async function showTrainingCurves(s: Settings): Promise<void> {
-  await showChart(trainingCurves(await readMetrics(s.paths.metrics), { title: 'Training' }));
+  if (s.dryRun) {
+    process.stdout.write('dry run: nothing was trained, so there are no curves to show\n');
+    return;
+  }
+  const metrics = await readMetrics(s.paths.metrics);
+  const records = metrics.length > 0 ? metrics : await readTrainingCurves(s.paths.model);
+  await showChart(trainingCurves(records, { title: 'Training' }));
 }
 
-/** The exported model (newest version in WORK/export) over every validation record. */
-export async function evaluateExport(s: Settings): Promise<ConfusionResult> {
+/**
+ * The exported model (newest version in WORK/export) over every validation record. A TensorFlow
+ * SavedModel (the gcp trainer's export) does not run in TensorFlow.js: undefined, and notebook 08
+ * asks the endpoint instead.
+ */
+export async function evaluateExport(s: Settings): Promise<ConfusionResult | undefined> {
+  if (s.dryRun) return undefined;
+  const files = await storage.list(s.paths.export);
+  const versions = (kind: string): number[] => files.map((f) => new RegExp(`/(\\d+)/${kind}$`).exec(f)?.[1]).filter((v): v is string => !!v).map(Number);
+  const tfjs = Math.max(-1, ...versions('model\\.json'));
+  const savedModel = Math.max(-1, ...versions('saved_model\\.pb'));
+  if (savedModel > tfjs) return undefined;
   return confusionMatrixOfExport({ exportDir: s.paths.export, dataDir: s.paths.tfrecords });
 }
 
-/** The confusion matrix as text and as a chart. */
-export async function showConfusion(cm: ConfusionResult): Promise<void> {
+/** The confusion matrix as text and as a chart (or why there is none). */
+export async function showConfusion(cm: ConfusionResult | undefined): Promise<void> {
+  if (!cm) {
+    process.stdout.write(
+      'no confusion matrix here: after a dry run there is no export, and a Cloud TPU run exports a TensorFlow SavedModel, ' +
+        'which TensorFlow.js does not run; deploy it (notebook 07) and ask the endpoint (notebook 08)\n',
+    );
+    return;
+  }
   process.stdout.write(
     `export version ${cm.version}: ${(100 * cm.accuracy).toFixed(1)} % of ${cm.count} validation images right\n${formatConfusion(cm)}`,
   );
@@ -116,8 +152,10 @@ export async function showConfusion(cm: ConfusionResult): Promise<void> {
 
 /** Where TensorBoard finds this run's event files, and the command to open them. */
 export function tensorboardHint(s: Settings): string {
+  const evalDir = s.backend === 'gcp' ? 'validation' : 'eval';
+  const trainDir = s.backend === 'gcp' ? `${s.paths.model}/train` : s.paths.model;
   return (
-    `TensorBoard event files: ${s.paths.model} (train) and ${s.paths.model}/eval (eval)\n` +
+    `TensorBoard event files: ${trainDir} (train) and ${s.paths.model}/${evalDir} (eval)\n` +
     `view them with:  tensorboard --logdir ${s.paths.model}\n`
   );
 }

@@ -9,8 +9,8 @@ import { readLabels } from '../dataset';
 import { isResNetDepth, modelSummary, ModelSummary, ResNetConfig } from '../model';
 import { learningRate, learningRatePhases } from '../train/recipe';
 import { shellQuote } from '../cloud/service-account';
-import type { TrainOptions } from '../train';
-import type { Settings } from './settings';
+import type { BackendTrainOptions } from '../backend';
+import { backendOf, type Settings } from './settings';
 
 /** The training parameters of notebooks 03 and 06, as the notebooks name them. */
 export interface TrainParameters {
@@ -22,10 +22,14 @@ export interface TrainParameters {
   base_learning_rate: number;
   /** Replicas (worker threads); 0: one per core. */
   workers?: number;
+  /** gcp: the TPU (v5e-4, v5e-1, v5e-8, v2-8, v3-8). */
+  tpu?: string;
+  /** gcp: a trainer image to use instead of building one. */
+  trainer_image?: string;
 }
 
 /** The options notebook 06 passes to train(), from the work folder and the parameters. */
-export function trainOptions(s: Settings, p: TrainParameters): TrainOptions {
+export function trainOptions(s: Settings, p: TrainParameters): BackendTrainOptions {
   if (!isResNetDepth(p.resnet_depth)) throw new UserError(`resnet_depth ${p.resnet_depth} is not supported: use 18, 34, 50, 101, 152 or 200`);
   return {
     dataDir: s.paths.tfrecords,
@@ -38,13 +42,19 @@ export function trainOptions(s: Settings, p: TrainParameters): TrainOptions {
     stepsPerEval: p.steps_per_eval,
     baseLearningRate: p.base_learning_rate,
     ...(p.workers ? { workers: p.workers } : {}),
+    ...(p.tpu ? { tpu: p.tpu } : {}),
+    ...(p.trainer_image ? { trainerImage: p.trainer_image } : {}),
   };
 }
 
 /** The `imgclass train` command line that does what train(trainOptions(s, p)) does. */
 export function trainCommand(s: Settings, p: TrainParameters): string {
   const o = trainOptions(s, p);
+  const cloud: [string, string | number | undefined][] = s.backend === 'gcp'
+    ? [['backend', 'gcp'], ['project', s.project], ['region', s.region], ['tpu', o.tpu], ['trainer_image', o.trainerImage]]
+    : [];
   const flags: [string, string | number | undefined][] = [
+    ...cloud,
     ['data_dir', o.dataDir],
     ['model_dir', o.modelDir],
     ['export_dir', o.exportDir],
@@ -54,7 +64,7 @@ export function trainCommand(s: Settings, p: TrainParameters): string {
     ['train_steps', o.trainSteps],
     ['steps_per_eval', o.stepsPerEval],
     ['base_learning_rate', o.baseLearningRate],
-    ['workers', o.workers],
+    ...(s.backend === 'gcp' ? [] : [['workers', o.workers] as [string, number | undefined]]),
   ];
   const args = flags.filter(([, v]) => v !== undefined).map(([k, v]) => `--${k}=${shellQuote(String(v))}`);
   return `imgclass train \\\n  ${args.join(' \\\n  ')}`;
@@ -91,6 +101,8 @@ export interface TrainerPlan {
   codelabSummary: ModelSummary;
   learningRates: { step: number; lr: number }[];
   command: string;
+  /** Where the run goes: this machine, or (gcp) the Vertex AI job and its Model Garden config. */
+  job: string;
 }
 
 export async function trainerPlan(s: Settings, p: TrainParameters & { num_classes?: number }): Promise<TrainerPlan> {
@@ -101,5 +113,6 @@ export async function trainerPlan(s: Settings, p: TrainParameters & { num_classe
     codelabSummary: modelSummary({ depth: 18, imageSize: 224, numClasses }),
     learningRates: learningRatePoints(p),
     command: trainCommand(s, p),
+    job: await backendOf(s).describeTraining({ ...o, numLabelClasses: numClasses }),
   };
 }
