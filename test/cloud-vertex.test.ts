@@ -58,7 +58,7 @@ after(async () => {
 
 async function cli(args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const r = await run(process.execPath, [CLI, ...args], { env: { ...process.env, ...fake.env(), ...extraEnv }, maxBuffer: 1 << 24 });
+    const r = await run(process.execPath, [CLI, ...args], { env: { ...process.env, ...fake.env(), IMGCLASS_POLL_MS: '20', ...extraEnv }, maxBuffer: 1 << 24 });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -181,6 +181,33 @@ test('errors through the CLI: API disabled, permission denied, an unknown endpoi
   r = await cli(['deploy', ...gcp, '--export_dir', `gs://${BUCKET}/nothing-here`, '--model_name', 'x']);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /export_dir gs:\/\/imgclass-test-bucket\/nothing-here is empty or does not exist/);
+});
+
+test('through the CLI: 503 and 429 are retried to success; a 429 that persists and missing credentials are one line each', async () => {
+  const LIST = 'aiplatform.projects.locations.endpoints.list';
+  let n = count(LIST);
+  fake.failNext({ method: LIST }, 503, 1);
+  fake.failNext({ method: LIST }, 429, 1);
+  let r = await cli(['predict', ...gcp, '--endpoint', 'flowers', '--image', jpgPath, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(count(LIST) - n, 3, 'two failures, then the answer');
+  assert.match(r.stderr, /looking for endpoint "flowers" in us-central1: HTTP 503, retrying \(1 of 5\)/);
+  n = count(LIST);
+  fake.failNext({ method: LIST }, 'QUOTA', 6);
+  r = await cli(['predict', ...gcp, '--endpoint', 'flowers', '--image', jpgPath]);
+  assert.equal(r.code, 2);
+  assert.equal(count(LIST) - n, 6, 'the first try and five retries');
+  assert.match(r.stderr, /^imgclass: looking for endpoint "flowers" in us-central1: quota exceeded in project imgclass-test/m);
+  // No token, no key file, no gcloud login, and a metadata server that is not there.
+  const home = path.join(dir, 'no-credentials-home');
+  fs.mkdirSync(home, { recursive: true });
+  r = await cli(['predict', ...gcp, '--endpoint', 'flowers', '--image', jpgPath], {
+    GOOGLE_OAUTH_ACCESS_TOKEN: '', GOOGLE_APPLICATION_CREDENTIALS: '', HOME: home, CLOUDSDK_CONFIG: path.join(home, 'gcloud'),
+    GCE_METADATA_HOST: '127.0.0.1:9', GCE_METADATA_IP: '127.0.0.1:9', METADATA_SERVER_DETECTION: 'none',
+  });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /no usable Google Cloud credentials .*gcloud auth application-default login/);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
 });
 
 test('deploy, predict and undeploy --dry_run send nothing and print the requests with their gcloud lines', async () => {

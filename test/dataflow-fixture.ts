@@ -168,5 +168,5 @@ export function runCli(args: string[], env: Record<string, string>, onStderr?: (
 
 /** The fake's environment, with the job polled every 20 ms instead of every few seconds. */
 export function cliEnv(fx: DataflowFixture): Record<string, string> {
-  return { ...fx.fake.env(), IMGCLASS_DATAFLOW_POLL_MS: '20' };
+  return { ...fx.fake.env(), IMGCLASS_POLL_MS: '20' };
 }

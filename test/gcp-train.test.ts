@@ -128,13 +128,15 @@ before(async () => {
   fake = await startFakeGoogle({ projectId: PROJECT, buckets: [{ name: BUCKET, location: 'US-CENTRAL1' }] });
   // This process's own gs:// reads and writes (the test's SummaryWriter, the in-process backend) go to the fake too.
   Object.assign(process.env, fake.env());
+  // Every cloud wait polls every 20 ms instead of its default (15 s for a training job).
+  process.env.IMGCLASS_POLL_MS = '20';
   storage.setGcsClient(makeStorage());
   await putData();
 });
 
 after(async () => {
   storage.setGcsClient(undefined);
-  for (const k of Object.keys(fake.env())) if (savedEnv[k] === undefined) delete process.env[k];
+  for (const k of [...Object.keys(fake.env()), 'IMGCLASS_POLL_MS']) if (savedEnv[k] === undefined) delete process.env[k];
   await fake.close();
 });
 
@@ -433,7 +435,7 @@ test('notebook 06 runs headless with backend gcp against the fake: job, live cur
   fake.gcs.put(BUCKET, `nb06live/export/${version}/saved_model.pb`, 'pb');
   fake.requests.length = 0;
   const out = path.join(dir, '06.ipynb');
-  // The notebook polls every 15 s: the fake's job takes three polls to succeed.
+  // The fake's job takes three polls to succeed (IMGCLASS_POLL_MS makes them quick).
   const r = await runCli(['run-notebook', path.join(NOTEBOOKS, '06-train.ipynb'), out, ...gcpParams(work, ['-p', 'trainer_image', 'us-central1-docker.pkg.dev/imgclass-test/imgclass/trainer:given'])]);
   assert.equal(r.code, 0, r.stderr);
   const o = notebookOutputs(out);

@@ -47,7 +47,7 @@ async function runNotebook(name: string, extra: Record<string, string>): Promise
   let code = 0;
   let stderr = '';
   try {
-    ({ stderr } = await run(process.execPath, [CLI, 'run-notebook', path.join(NOTEBOOKS, name), out, ...params(extra)], { env: { ...process.env, ...fake.env() }, maxBuffer: 1 << 24 }));
+    ({ stderr } = await run(process.execPath, [CLI, 'run-notebook', path.join(NOTEBOOKS, name), out, ...params(extra)], { env: { ...process.env, ...fake.env(), IMGCLASS_POLL_MS: '20' }, maxBuffer: 1 << 24 }));
   } catch (err) {
     code = (err as { code: number }).code;
     stderr = (err as { stderr: string }).stderr;

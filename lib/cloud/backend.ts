@@ -15,15 +15,6 @@ import { trainOnVertex, trainStatusOnVertex, describeVertexTraining } from './tr
 import { deployToVertex, resolveEndpoint, endpointLabels, predictOnVertex, undeployFromVertex, VertexDeployment } from './endpoints';
 
 
-/**
- * IMGCLASS_DATAFLOW_POLL_MS: the first pause between polls of a Dataflow job (default 3 s); the
- * tests against the fake API shorten it, a user has no reason to.
- */
-function pollMs(env: NodeJS.ProcessEnv): number | undefined {
-  const v = Number(env.IMGCLASS_DATAFLOW_POLL_MS);
-  return Number.isFinite(v) && v > 0 ? v : undefined;
-}
-
 function deploymentFile(workDir: string): string {
   return storage.joinPath(workDir, DEPLOYMENT_FILE);
 }
@@ -37,7 +28,7 @@ export function gcpBackend(o: CloudOptions): Backend {
       const report = await checkAccess(c, { bucket: r.bucket, serviceAccount: r.serviceAccount, enableApis: r.enableApis, grant: r.grant });
       return { ready: report.ready && !c.dryRun, text: formatAccessReport(report, c.dryRun) };
     },
-    preprocess: (r) => runDataflowPreprocess(c, { ...r, pollMs: pollMs(c.env) }),
+    preprocess: (r) => runDataflowPreprocess(c, { ...r, pollMs: c.pollMs }),
     train: (o) => trainOnVertex(c, o),
     trainStatus: (r) => trainStatusOnVertex(c, r),
     describeTraining: (o) => describeVertexTraining(c, o),

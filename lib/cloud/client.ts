@@ -93,6 +93,12 @@ export class CloudClient {
   readonly dryRun: boolean;
   readonly reporter: Reporter;
   readonly env: NodeJS.ProcessEnv;
+  /**
+   * IMGCLASS_POLL_MS: the first pause between polls of every cloud wait (operations, Dataflow and
+   * training jobs), instead of each wait's own (1 s, 3 s, 15 s). The tests against the fake APIs set
+   * it short; a user has no reason to.
+   */
+  readonly pollMs: number | undefined;
   /** Every request a dry run printed, in order (tests and notebooks read it). */
   readonly planned: PlannedRequest[] = [];
   private readonly timeoutMs: number;
@@ -109,6 +115,8 @@ export class CloudClient {
     this.env = o.env ?? process.env;
     this.timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.retries = o.retries ?? DEFAULT_RETRIES;
+    const poll = Number(this.env.IMGCLASS_POLL_MS);
+    this.pollMs = Number.isFinite(poll) && poll > 0 ? poll : undefined;
   }
 
   /** The root URL of `api` for this client's region. */

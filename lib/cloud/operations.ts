@@ -39,7 +39,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export async function waitForOperation(client: CloudClient, op: Operation, o: WaitOptions): Promise<Record<string, unknown>> {
   const started = Date.now();
   const deadline = started + (o.timeoutMs ?? 2 * 3600_000);
-  let delay = o.initialDelayMs ?? 1000;
+  let delay = o.initialDelayMs ?? client.pollMs ?? 1000;
   const maxDelay = o.maxDelayMs ?? 15_000;
   let current = op;
   try {

@@ -338,7 +338,7 @@ export async function followJob(c: CloudClient, name: string, f: FollowContext):
   const started = Date.now();
   const ai = c.aiplatform();
   const id = jobId(name);
-  const poll = f.pollIntervalMs ?? DEFAULT_POLL_MS;
+  const poll = f.pollIntervalMs ?? c.pollMs ?? DEFAULT_POLL_MS;
   const curves = new CurveFollower(f.modelDir);
   const logLines: string[] = [];
   const seenLogs = new Set<string>();
