@@ -155,16 +155,35 @@ function zmq(): typeof Zmq {
   return require('zeromq') as typeof Zmq;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
+/** Ports given to kernels of this process lately: free again until their kernel binds them. */
+const handedOut: number[] = [];
+
+/**
+ * `count` distinct free loopback ports. Every probe stays bound until all are chosen (a probe closed
+ * early can hand its port to the next one, and a kernel given one port twice cannot bind its
+ * sockets), and ports handed to a kernel started moments ago (two kernels start at once when one is
+ * warmed ahead) are skipped.
+ */
+async function freePorts(count: number): Promise<number[]> {
+  const servers: net.Server[] = [];
+  try {
+    const ports: number[] = [];
+    while (ports.length < count) {
+      const srv = net.createServer();
+      srv.unref();
+      servers.push(srv);
+      const port = await new Promise<number>((resolve, reject) => {
+        srv.on('error', reject);
+        srv.listen(0, '127.0.0.1', () => resolve((srv.address() as net.AddressInfo).port));
+      });
+      if (!handedOut.includes(port)) ports.push(port);
+    }
+    handedOut.push(...ports);
+    handedOut.splice(0, Math.max(0, handedOut.length - 200));
+    return ports;
+  } finally {
+    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  }
 }
 
 /** Serializes sends: a zeromq.js socket allows one pending send at a time. */
@@ -251,7 +270,7 @@ export class KernelClient {
   /** Start the kernel described by `spec` and wait until it answers kernel_info_request. */
   static async start(spec: KernelSpec, opts: StartOptions): Promise<KernelClient> {
     const names = ['shell_port', 'iopub_port', 'stdin_port', 'control_port', 'hb_port'];
-    const portList = await Promise.all(names.map(() => freePort()));
+    const portList = await freePorts(names.length);
     const ports = Object.fromEntries(names.map((n, i) => [n, portList[i]!])) as Record<string, number>;
     const key = crypto.randomBytes(32).toString('hex');
     const connDir = fs.mkdtempSync(path.join(os.tmpdir(), 'imgclass-kernel-'));
