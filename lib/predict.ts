@@ -98,12 +98,13 @@ function networkCause(err: unknown): string {
   return cause?.code ?? cause?.message ?? errorMessage(err);
 }
 
-/** Checks shared by every endpoint: the images given, one key per image. */
-function checkImages(images: (string | Uint8Array)[], keys?: string[]): void {
+/** The request body for `images`, after the checks every endpoint shares (images given, one key each). */
+export async function checkedRequest(images: (string | Uint8Array)[], keys?: string[]): Promise<{ instances: PredictInstance[] }> {
   if (images.length === 0) throw new UserError('no images given: pass at least one image path');
   if (keys && keys.length !== images.length) {
     throw new UserError(`${keys.length} keys given for ${images.length} images; give one key per image or none`);
   }
+  return predictRequest(images, keys);
 }
 
 /**
@@ -112,8 +113,7 @@ function checkImages(images: (string | Uint8Array)[], keys?: string[]): void {
  */
 export async function predict(endpoint: string, images: (string | Uint8Array)[], opts: PredictOptions = {}): Promise<PredictResult> {
   const url = predictUrl(endpoint, opts.modelName);
-  checkImages(images, opts.keys);
-  const body = await predictRequest(images, opts.keys);
+  const body = await checkedRequest(images, opts.keys);
   const extra = typeof opts.headers === 'function' ? await opts.headers() : (opts.headers ?? {});
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
 
@@ -158,9 +158,7 @@ export async function predictThrough(
   images: (string | Uint8Array)[],
   opts: Pick<PredictOptions, 'keys' | 'onResponse'> = {},
 ): Promise<PredictResult> {
-  checkImages(images, opts.keys);
-  const body = await predictRequest(images, opts.keys);
-  const answer = await send(body);
+  const answer = await send(await checkedRequest(images, opts.keys));
   opts.onResponse?.(200, answer);
   return parsePredictions(answer, images.length, where);
 }

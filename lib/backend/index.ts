@@ -6,7 +6,7 @@
 import type { PreprocessOptions, PreprocessResult } from '../preprocess';
 import type { TrainOptions, TrainResult } from '../train';
 import type { Deployment } from '../serve/daemon';
-import type { PredictResult, PredictInstance } from '../predict';
+import type { PredictResult } from '../predict';
 import type { BackendName as EngineName } from '../engine/backend';
 import type { Reporter } from '../cloud/report';
 import type { VertexDeployment } from '../cloud/endpoints';
@@ -56,7 +56,6 @@ export interface PredictCall {
   timeoutMs?: number;
   modelName?: string;
   onResponse?: (status: number, body: unknown) => void;
-  onRequest?: (body: { instances: PredictInstance[] }) => void;
 }
 
 export interface PredictOutcome extends PredictResult {

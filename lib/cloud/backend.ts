@@ -5,7 +5,7 @@
  */
 import * as storage from '../storage';
 import { UserError, errorMessage } from '../errors';
-import { predictThrough } from '../predict';
+import { predictThrough, checkedRequest } from '../predict';
 import { DEPLOYMENT_FILE } from '../serve/daemon';
 import type { Backend, AnyDeployment } from '../backend';
 import { CloudClient, CloudOptions } from './client';
@@ -58,19 +58,11 @@ export function gcpBackend(o: CloudOptions): Backend {
       }
       const where = `Vertex AI endpoint ${endpoint}`;
       if (c.dryRun) {
-        let sent: unknown;
-        await predictThrough(async (body) => {
-          call.onRequest?.(body);
-          sent = await predictOnVertex(c, endpoint, body);
-          return { predictions: call.images.map(() => ({ classes: 0, probabilities: [1] })) };
-        }, where, call.images, { keys: call.keys });
-        void sent;
+        // The request is printed, not sent: there is no answer to read.
+        await predictOnVertex(c, endpoint, await checkedRequest(call.images, call.keys));
         return { predictions: [], labels, where };
       }
-      const r = await predictThrough(async (body) => {
-        call.onRequest?.(body);
-        return predictOnVertex(c, endpoint, body);
-      }, where, call.images, { keys: call.keys, onResponse: call.onResponse });
+      const r = await predictThrough((body) => predictOnVertex(c, endpoint, body), where, call.images, { keys: call.keys, onResponse: call.onResponse });
       const named = r.predictions.map((p) => (p.label === undefined && labels[p.classes] !== undefined ? { ...p, label: labels[p.classes] } : p));
       return { predictions: named, labels, where };
     },
