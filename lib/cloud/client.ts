@@ -105,6 +105,7 @@ export class CloudClient {
   private readonly retries: number;
   private readonly apis = new Map<ApiName, unknown>();
   private identity: Promise<string | undefined> | undefined;
+  private overrides: ReadonlyArray<readonly [google: string, override: string]> | undefined;
 
   constructor(o: CloudOptions) {
     checkProjectRegion(o.project, o.region);
@@ -131,10 +132,13 @@ export class CloudClient {
    * roots and the override is put in here, on the finished URL.
    */
   private overridden(url: string): string {
-    for (const api of API_NAMES) {
+    // Read from the environment (and checked) on the first request, not on every one.
+    this.overrides ??= API_NAMES.flatMap((api) => {
       const o = apiOverride(api, this.env);
-      const google = apiRoot(api, this.region, {});
-      if (o && url.startsWith(google)) return o + url.slice(google.length);
+      return o ? [[apiRoot(api, this.region, {}), o] as const] : [];
+    });
+    for (const [google, o] of this.overrides) {
+      if (url.startsWith(google)) return o + url.slice(google.length);
     }
     return url;
   }
