@@ -33,7 +33,21 @@ export function formatElapsed(ms: number): string {
   return s < 120 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** Wait `ms` between two polls; true when `signal` was aborted first (or already): a Ctrl-C ends the wait. */
+export function pause(ms: number, signal?: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve(true);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve(false);
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
 
 /** Poll `op` until done; returns its `response` (throws a UserError when the operation failed). */
 export async function waitForOperation(client: CloudClient, op: Operation, o: WaitOptions): Promise<Record<string, unknown>> {
@@ -49,7 +63,7 @@ export async function waitForOperation(client: CloudClient, op: Operation, o: Wa
         throw new UserError(`${o.what}: still running after ${formatElapsed(Date.now() - started)}; it goes on in the cloud: follow it with \`gcloud ai operations describe ${current.name}\``);
       }
       client.reporter.status(`${o.what}: running, ${formatElapsed(Date.now() - started)}`);
-      await sleep(delay);
+      await pause(delay);
       delay = Math.min(maxDelay, delay * 1.5);
       const name = current.name;
       current = await client.call({ what: `${o.what} (checking operation ${name})` }, (opts) => o.get(name, opts));

@@ -7,7 +7,7 @@
 import type { dataflow_v1b3 } from 'googleapis/build/src/apis/dataflow/v1b3';
 import { UserError } from '../../errors';
 import type { CloudClient } from '../client';
-import { formatElapsed } from '../operations';
+import { formatElapsed, pause } from '../operations';
 import type { LaunchedJob } from '../../backend';
 import { isTerminalJobState, jobStateLabel, formatJobMessage } from './job';
 
@@ -29,22 +29,6 @@ export interface FollowOptions {
 
 export const DEFAULT_POLL_MS = 3000;
 const DEFAULT_MAX_POLL_MS = 30_000;
-
-/** Wait `ms`; true when `signal` was aborted first (or already). */
-function pause(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve(true);
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve(false);
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 function where(job: LaunchedJob): string {
   return `--region=${job.region} --project=${job.project}`;

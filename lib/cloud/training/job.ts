@@ -23,6 +23,7 @@ import { experimentConfig, configYaml, evaluatedImages, EXPERIMENT, ExperimentCo
 import { tpuSpec, regionsHint, TpuSpec } from './tpu';
 import { trainerImage, imageUri, EXPORT_SCRIPT_PATH } from './image';
 import { CurveFollower } from './events';
+import { pause } from '../operations';
 
 type CustomJob = aiplatform_v1.Schema$GoogleCloudAiplatformV1CustomJob;
 type LogEntry = logging_v2.Schema$LogEntry;
@@ -309,17 +310,6 @@ interface FollowContext {
   trainSteps?: number;
 }
 
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
-
 /** The newest EXPORT_DIR/<unix time>/ with saved_model.pb written since `sinceSeconds`. */
 export async function findExport(exportDir: string, sinceSeconds: number): Promise<string | undefined> {
   const files = await storage.list(exportDir);
@@ -419,7 +409,7 @@ export async function followJob(c: CloudClient, name: string, f: FollowContext):
       if (TERMINAL.has(state)) break;
       if (aborting) await aborting;
       if (detached) break;
-      await sleep(poll, cancelAsked ? undefined : f.signal);
+      await pause(poll, cancelAsked ? undefined : f.signal);
     }
   } finally {
     c.reporter.endStatus();
