@@ -49,6 +49,11 @@ async function vertexOperation(
   return waitForOperation(c, op, { what: spec.what, get: (n, o) => c.aiplatform().projects.locations.operations.get({ name: n }, o) });
 }
 
+/** The REST URL of an endpoint's :predict under the Vertex AI root `root`. */
+export function endpointPredictUrl(root: string, endpointName: string): string {
+  return `${root}v1/${endpointName}:predict`;
+}
+
 export function locationName(c: CloudClient): string {
   return `projects/${c.project}/locations/${c.region}`;
 }
@@ -106,11 +111,14 @@ export async function findSavedModel(exportDir: string): Promise<ExportVersion> 
     }
   }
   const uri = chosen ? `${root}/${chosen}` : root;
-  const labelsFile = `${uri}/labels.txt`;
-  const labels = (await storage.exists(labelsFile))
-    ? (await storage.readText(labelsFile)).split('\n').map((l) => l.trim()).filter((l) => l !== '')
-    : [];
-  return { uri, version: chosen || idOf(root), labels };
+  return { uri, version: chosen || idOf(root), labels: await labelsBeside(uri) };
+}
+
+/** The class names in the labels.txt of a model folder, or [] when it has none. */
+async function labelsBeside(modelUri: string): Promise<string[]> {
+  const file = `${modelUri.replace(/\/+$/, '')}/labels.txt`;
+  if (!(await storage.exists(file))) return [];
+  return (await storage.readText(file)).split('\n').map((l) => l.trim()).filter((l) => l !== '');
 }
 
 export interface VertexDeployOptions {
@@ -305,7 +313,7 @@ export async function deployToVertex(c: CloudClient, o: VertexDeployOptions): Pr
     exportDir: o.exportDir,
     artifactUri: exp.uri,
     labels: exp.labels,
-    predictUrl: `${c.root('AIPLATFORM')}v1/${endpointName}:predict`,
+    predictUrl: endpointPredictUrl(c.root('AIPLATFORM'), endpointName),
     machineType,
     deployedAt: new Date().toISOString(),
   };
@@ -367,11 +375,7 @@ export async function endpointLabels(c: CloudClient, endpoint: Endpoint): Promis
   const main = [...(endpoint.deployedModels ?? [])].sort((a, b) => (split[b.id ?? ''] ?? 0) - (split[a.id ?? ''] ?? 0))[0];
   if (!main?.model) return [];
   const model = await getModel(c, main.model);
-  const uri = model?.artifactUri;
-  if (!uri) return [];
-  const file = `${uri.replace(/\/+$/, '')}/labels.txt`;
-  if (!(await storage.exists(file))) return [];
-  return (await storage.readText(file)).split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  return model?.artifactUri ? labelsBeside(model.artifactUri) : [];
 }
 
 /** endpoints.predict with the codelab's body; the raw answer (checked by lib/predict). */

@@ -5,7 +5,8 @@
  */
 import { UserError, errorMessage } from '../errors';
 import { isVertexDeployment, AnyDeployment } from '../backend';
-import type { VertexDeployment } from '../cloud/endpoints';
+import { endpointPredictUrl, type VertexDeployment } from '../cloud/endpoints';
+import { apiRoot } from '../cloud/apis';
 import { backendOf, Settings } from './settings';
 
 export interface DeployParameters {
@@ -37,11 +38,12 @@ export async function deploy(s: Settings, p: DeployParameters): Promise<AnyDeplo
  */
 export async function currentDeployment(s: Settings, modelName = 'imgclass'): Promise<AnyDeployment> {
   if (s.backend === 'gcp' && s.dryRun) {
+    const endpoint = `projects/${s.project}/locations/${s.region}/endpoints/ENDPOINT_ID`;
     const d: VertexDeployment = {
       backend: 'gcp', project: s.project, region: s.region, modelName,
-      endpoint: `projects/${s.project}/locations/${s.region}/endpoints/ENDPOINT_ID`, model: 'MODEL', deployedModelId: 'DEPLOYED_MODEL_ID',
+      endpoint, model: 'MODEL', deployedModelId: 'DEPLOYED_MODEL_ID',
       version: 'NEWEST_VERSION', exportDir: s.paths.export, artifactUri: `${s.paths.export}/NEWEST_VERSION`, labels: [],
-      predictUrl: `https://${s.region}-aiplatform.googleapis.com/v1/projects/${s.project}/locations/${s.region}/endpoints/ENDPOINT_ID:predict`,
+      predictUrl: endpointPredictUrl(apiRoot('AIPLATFORM', s.region), endpoint),
       machineType: '', deployedAt: '',
     };
     return d;
@@ -68,10 +70,10 @@ export function formatDeployment(d: AnyDeployment): string {
   );
 }
 
-/** local: TensorFlow Serving's model status route, GET /v1/models/NAME. gcp: what the record holds. */
+/** local: TensorFlow Serving's model status route, GET /v1/models/NAME. gcp: the endpoint and model the record names. */
 export async function modelStatus(d: AnyDeployment): Promise<unknown> {
   if (isVertexDeployment(d)) {
-    return { endpoint: d.endpoint, deployedModelId: d.deployedModelId, model: d.model, trafficSplit: { [d.deployedModelId]: 100 } };
+    return { endpoint: d.endpoint, deployedModelId: d.deployedModelId, model: d.model };
   }
   const url = `${d.url}/v1/models/${encodeURIComponent(d.modelName)}`;
   let res: Response;
