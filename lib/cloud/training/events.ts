@@ -21,11 +21,10 @@ const LR = ['learning_rate'];
 
 type Points = Map<number, Map<string, number>>;
 
+/** The event files directly in `dir` (not in its sub-folders: MODEL_DIR holds train/ and validation/ too). */
 async function eventFiles(dir: string): Promise<string[]> {
-  const names = await storage.list(dir).catch(() => [] as string[]);
-  // list() is recursive: only this folder's own files (MODEL_DIR holds train/ and validation/ too).
-  const own = storage.joinPath(dir, 'x').slice(0, -1);
-  return names.filter((n) => n.startsWith(own) && !n.slice(own.length).includes('/') && storage.baseName(n).startsWith('events.out.tfevents.')).sort();
+  // glob lists one folder level, not all of MODEL_DIR's checkpoints on every poll as list() would.
+  return storage.glob(storage.joinPath(dir, 'events.out.tfevents.*')).catch(() => [] as string[]);
 }
 
 /** Every scalar in the event files directly in `dir`, by step and tag (a later file wins). */
