@@ -12,14 +12,13 @@ import { makeDataset, formatSummary } from './dataset';
 import { runNotebookCommand, positiveSeconds, RUN_NOTEBOOK_HELP, type RunNotebookCommandOptions } from './runner/command';
 import { runTrainCommand, TrainCommandOptions } from './train/command';
 import type { ResNetConfig } from './model';
-import type { BackendName } from './engine/backend';
+import { BACKEND_NAMES as ENGINES, type BackendName } from './engine/backend';
 import { runServeCommand } from './serve/command';
 import { parseByteSize, type ServeOptions, DEFAULT_MODEL_NAME, DEFAULT_PORT, DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_BATCH_WAIT_MS } from './serve';
-import { backendFor, BackendKind, Backend, isPreprocessed } from './backend';
+import { backendFor, BackendKind, Backend, isPreprocessed, isVertexDeployment } from './backend';
 import { interruptSignal, askToCancel } from './cloud/dataflow/interrupt';
 import { runCloudTrainCommand, runTrainStatusCommand } from './cloud/training/command';
 import { terminalReporter } from './cloud/report';
-import { isVertexDeployment } from './backend';
 import { runNotebookSuite, stripOutputFiles } from './notebook-suite';
 import { collectParameters, splitParameterArgs } from './runner/command';
 
@@ -51,19 +50,17 @@ function fraction(value: string): number {
   return n;
 }
 
-const ENGINES = ['tensorflow', 'onednn', 'wasm', 'cpu'];
-
 /**
  * `--backend` means local | gcp; the TensorFlow.js kernel set is `--engine`. The old
  * `--backend onednn|wasm|cpu|tensorflow` still works for one release, with a line saying so.
  */
 export function splitBackend(o: { backend?: string; engine?: string }): { backend: BackendKind; engine?: BackendName } {
   const b = o.backend?.trim();
-  if (b && ENGINES.includes(b)) {
+  if (b && ENGINES.includes(b as BackendName)) {
     process.stderr.write(`warning: --backend ${b} names the TensorFlow.js engine, which is now --engine ${b}; --backend is local or gcp (the old spelling works until the next release)\n`);
     return { backend: 'local', engine: (o.engine ?? b) as BackendName };
   }
-  if (o.engine !== undefined && !ENGINES.includes(o.engine)) throw new UserError(`--engine "${o.engine}" is not known: use ${ENGINES.join(', ')}`);
+  if (o.engine !== undefined && !ENGINES.includes(o.engine as BackendName)) throw new UserError(`--engine "${o.engine}" is not known: use ${ENGINES.join(', ')}`);
   if (b && b !== 'local' && b !== 'gcp') throw new UserError(`--backend "${b}" is not known: use local or gcp`);
   return { backend: (b ?? 'local') as BackendKind, engine: o.engine as BackendName | undefined };
 }
@@ -76,11 +73,17 @@ interface CloudFlags {
   dryRun?: boolean;
 }
 
-/** The backend a command's flags ask for; --dry_run and --project belong to gcp. */
-function commandBackend(o: CloudFlags): { backend: Backend; engine?: BackendName } {
+/** The backend and engine a command's flags ask for: --dry_run belongs to gcp, --engine to local. */
+function backendFlags(o: CloudFlags): { backend: BackendKind; engine?: BackendName } {
   const { backend, engine } = splitBackend(o);
   if (backend === 'local' && o.dryRun) throw new UserError('--dry_run applies to --backend gcp (the local backend sends no requests)');
   if (backend === 'gcp' && engine) throw new UserError('--engine applies to the local backend; on gcp the model runs on Vertex AI');
+  return { backend, engine };
+}
+
+/** The Backend for a command's flags. */
+function commandBackend(o: CloudFlags): { backend: Backend; engine?: BackendName } {
+  const { backend, engine } = backendFlags(o);
   return { backend: backendFor({ backend, project: o.project ?? '', region: o.region, dryRun: o.dryRun, reporter: terminalReporter() }), engine };
 }
 
@@ -226,16 +229,14 @@ export function buildProgram(): Command {
     .option('--no-wait', 'gcp: return once the job is submitted (follow it with imgclass train-status)')
     .option('--poll-seconds <s>', 'gcp: how often the job, its logs and event files are read', positiveNumber, 15)
     .action((o: TrainCommandOptions & CloudFlags & { engine?: string; tpu?: string; trainerImage?: string; serviceAccount?: string; initCheckpoint?: string; wait: boolean; pollSeconds: number }) => {
-      const { backend, engine } = splitBackend(o);
+      const { backend, engine } = backendFlags(o);
       if (backend === 'gcp') {
-        if (engine) throw new UserError('--engine applies to the local backend; on gcp the trainer is TensorFlow on a Cloud TPU');
         const { backend: _b, engine: _e, wait, pollSeconds, ...rest } = o;
         return runCloudTrainCommand({ ...rest, noWait: !wait, pollIntervalMs: pollSeconds * 1000 });
       }
       for (const [flag, v] of [['tpu', o.tpu], ['trainer_image', o.trainerImage], ['service_account', o.serviceAccount], ['init_checkpoint', o.initCheckpoint], ['project', o.project]] as const) {
         if (v !== undefined) throw new UserError(`--${flag} applies to --backend gcp`);
       }
-      if (o.dryRun) throw new UserError('--dry_run applies to --backend gcp (the local backend sends no requests)');
       if (!o.wait) throw new UserError('--no-wait applies to --backend gcp');
       const { tpu: _t, trainerImage: _i, serviceAccount: _s, initCheckpoint: _c, wait: _w, pollSeconds: _p, project: _pr, region: _r, dryRun: _d, ...local } = o;
       return runTrainCommand({ ...local, backend: engine });
