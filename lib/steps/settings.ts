@@ -8,10 +8,10 @@ import { UserError } from '../errors';
 import * as storage from '../storage';
 import { TRAIN_CSV, EVAL_CSV, LABELS_FILE } from '../dataset';
 import { DEPLOYMENT_FILE, SERVER_LOG } from '../serve/daemon';
-import { backendFor, Backend } from '../backend';
+import { backendFor, type Backend, type BackendKind } from '../backend';
 
+/** local | gcp, under the name the notebooks' library has always exported it by. */
 export type { BackendKind as Backend } from '../backend';
-type BackendKindName = 'local' | 'gcp';
 
 /** The parameters every notebook declares (snake_case, as papermill passes them). */
 export interface NotebookParameters {
@@ -40,7 +40,7 @@ export interface WorkPaths {
 }
 
 export interface Settings {
-  backend: BackendKindName;
+  backend: BackendKind;
   /** Absolute local path or gs:// URL. */
   workDir: string;
   project: string;

@@ -85,13 +85,14 @@ export async function trainWithLiveChart(s: Settings, p: TrainParameters, o: Liv
     await chart.close().catch(() => undefined);
     throw err;
   }
-  bar.finish(`${result.interrupted ? 'stopped' : 'done'} at step ${result.step}${rate(result)}, ${result.seconds.toFixed(0)} s`);
+  bar.finish([`${result.interrupted ? 'stopped' : 'done'} at step ${result.step}`, rate(result), `${result.seconds.toFixed(0)} s`].filter(Boolean).join(', '));
   await chart.close().catch((err: unknown) => (chartFailure ??= err));
   if (chartFailure) process.stderr.write(`warning: the live chart could not be drawn: ${errorMessage(chartFailure)}\n`);
   return result;
 }
 
-const rate = (r: TrainResult): string => (Number.isFinite(r.imagesPerSecond) && r.imagesPerSecond > 0 ? `, ${r.imagesPerSecond.toFixed(1)} images/s` : '');
+/** The run's speed, or '' for a cloud run (its points come from event files, without a rate). */
+const rate = (r: TrainResult): string => (Number.isFinite(r.imagesPerSecond) && r.imagesPerSecond > 0 ? `${r.imagesPerSecond.toFixed(1)} images/s` : '');
 
 /** One paragraph on the finished run. */
 export function formatTrainResult(r: TrainResult): string {
@@ -100,7 +101,7 @@ export function formatTrainResult(r: TrainResult): string {
     : 'no evaluation';
   return (
     `${r.interrupted ? 'stopped' : 'trained'} to step ${r.step} in ${r.seconds.toFixed(1)} s ` +
-    `(${rate(r).slice(2)}${rate(r) ? ', ' : ''}${r.engine} x${r.replicas}); ${acc}\n` +
+    `(${[rate(r), `${r.engine} x${r.replicas}`].filter(Boolean).join(', ')}); ${acc}\n` +
     `checkpoints and metrics: ${r.modelDir}\n` +
     (r.exportPath ? `export for serving: ${r.exportPath}\n` : '')
   );
