@@ -216,9 +216,15 @@ export async function writeFile(p: string, data: Uint8Array | string, opts: Writ
     const { bucket, key } = parseGcsPath(p);
     if (key === '' || key.endsWith('/')) throw new UserError(`${p} is a folder name; give a file name to write to`);
     const file = gcs().bucket(bucket).file(key);
-    // Only the object itself can be replaced: objects named `key/...` live beside it untouched.
-    if (!opts.overwrite && (await file.exists())[0]) throw alreadyThere();
-    await file.save(Buffer.from(data as Uint8Array), { resumable: false });
+    let there = false;
+    try {
+      // Only the object itself can be replaced: objects named `key/...` live beside it untouched.
+      there = !opts.overwrite && (await file.exists())[0];
+      if (!there) await file.save(Buffer.from(data as Uint8Array), { resumable: false });
+    } catch (err) {
+      throw gcsError(err, `writing ${p}`);
+    }
+    if (there) throw alreadyThere();
     return;
   }
   if (!opts.overwrite && (await exists(p))) throw alreadyThere();
@@ -253,7 +259,9 @@ export async function writeFile(p: string, data: Uint8Array | string, opts: Writ
 export async function commitFile(localTmp: string, dest: string): Promise<void> {
   if (isGcsPath(dest)) {
     const { bucket, key } = parseGcsPath(dest);
-    await gcs().bucket(bucket).upload(localTmp, { destination: key, resumable: false });
+    await gcs().bucket(bucket).upload(localTmp, { destination: key, resumable: false }).catch((err: unknown) => {
+      throw gcsError(err, `uploading ${dest}`);
+    });
     await fsp.rm(localTmp, { force: true });
     return;
   }
