@@ -200,7 +200,9 @@ test('Ctrl-C on a terminal (a real pty, through script(1)) asks whether to cance
   fx.fake.state.dataflowPlan = ['JOB_STATE_RUNNING'];
   const onTerminal = (out: string, answer: string): Promise<{ code: number | null; out: string }> =>
     new Promise((resolve, reject) => {
-      const cmd = [process.execPath, CLI, ...args(fx, out)].map((a) => shellQuote(a)).join(' ');
+      // `exec`: script(1) runs the command through $SHELL -c; dash (CI's /bin/sh) would otherwise stay
+      // as the parent, take the pty's SIGINT itself and exit 130 whatever the CLI returned.
+      const cmd = `exec ${[process.execPath, CLI, ...args(fx, out)].map((a) => shellQuote(a)).join(' ')}`;
       const child = spawn('/usr/bin/script', ['-qefc', cmd, '/dev/null'], { env: { ...process.env, ...cliEnv(fx) } });
       let text = '';
       let stage = 0;
