@@ -32,8 +32,9 @@ function setStatus(state, text) {
   $('status').textContent = text;
 }
 
+/** Adds a message to the error box (the server's refusal and the browser's can both be there). */
 function showError(message) {
-  $('error').textContent = message;
+  $('error').textContent = $('error').textContent ? `${$('error').textContent}\n${message}` : message;
   $('error').hidden = false;
   setStatus('error', 'Something went wrong: see the message above.');
 }

@@ -27,8 +27,23 @@ function freeAll(images) {
   }
 }
 
+/**
+ * libvips's errors reach JavaScript as a WebAssembly.Exception whose `message` is
+ * ['vips::Error', text]; an Error with that text is what callers can show.
+ */
+function asError(err) {
+  const m = err?.message;
+  if (Array.isArray(m)) return new Error(String(m[m.length - 1]).trim().replace(/\n+/g, ': '));
+  return err instanceof Error ? err : new Error(String(err));
+}
+
 function load(vips, bytes) {
-  const image = vips.Image.newFromBuffer(bytes, '', { fail_on: FAIL_ON });
+  let image;
+  try {
+    image = vips.Image.newFromBuffer(bytes, '', { fail_on: FAIL_ON });
+  } catch (err) {
+    throw asError(err);
+  }
   if (image.width * image.pageHeight > MAX_PIXELS) {
     image.delete();
     throw new Error('Input image exceeds pixel limit');
@@ -105,6 +120,8 @@ function pipeline(vips, input, { raw, extract, resize, removeAlpha }) {
     if (image.format !== 'uchar') image = keep(image.cast('uchar'));
     const data = image.writeToMemory();
     return { data: new Uint8Array(data), width: image.width, height: image.height, channels: image.bands };
+  } catch (err) {
+    throw asError(err);
   } finally {
     freeAll(made);
   }
