@@ -25,6 +25,7 @@ const NO_BROWSER = !CHROMIUM && 'needs Debian\'s chromium (apt-get install chrom
 const MAX_BODY = 200_000;
 const ARTIFACTS = path.join(REPO_ROOT, 'test-artifacts');
 const SECRET = 'not a file of the export';
+const LABEL_COUNT = 5;
 
 let dir: string;
 let fx: ServingFixture;
@@ -45,13 +46,15 @@ before(async () => {
     return { file, cls, bytes: fs.readFileSync(file) };
   });
   const labels = fs.readFileSync(path.join(REPO_ROOT, 'data-samples/labels.txt'), 'utf8').trim().split('\n');
+  assert.equal(labels.length, LABEL_COUNT);
   fx = await exportFixture(path.join(dir, 'export'), samples.map((s) => s.bytes), labels);
   // Files beside and above the export's own, which must never be served.
   fs.writeFileSync(path.join(fx.versionDir, 'secret.txt'), SECRET);
   fs.writeFileSync(path.join(fx.exportDir, 'secret.txt'), SECRET);
   server = await startServer({ modelDir: fx.exportDir, port: 0, maxBody: MAX_BODY });
   if (CHROMIUM) {
-    browser = await chromium.launch({ executablePath: CHROMIUM });
+    // Chromium's fake camera (a moving test pattern), granted without a prompt, for the photo test.
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'] });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     page.on('request', (r) => {
       const url = r.url();
@@ -236,6 +239,23 @@ test('a dropped and a pasted image are classified like an uploaded one', { skip:
     assert.deepEqual((await answerOf('server')).probabilities, direct.probabilities, how);
     assert.match((await page.textContent('#image-caption')) ?? '', new RegExp(`^${how}\\.jpg`));
   }
+});
+
+test('a photo from the camera is classified by the server and in the browser alike', { skip: NO_BROWSER }, async () => {
+  assert.equal(await page.isVisible('#camera'), true);
+  await page.click('#camera');
+  await page.waitForFunction(() => ((globalThis as unknown as PageGlobals).document.getElementById('video') as unknown as { videoWidth: number }).videoWidth > 0);
+  await page.evaluate(() => ((globalThis as unknown as PageGlobals).document.getElementById('status').dataset.state = 'busy'));
+  await page.click('#capture');
+  assert.equal(await settled(), 'done', (await page.textContent('#error')) ?? '');
+  assert.match((await page.textContent('#image-caption')) ?? '', /^camera photo, \d+ bytes/);
+  const server = await answerOf('server');
+  const here = await answerOf('browser');
+  assert.equal(server.probabilities.length, LABEL_COUNT);
+  assert.equal(here.cls, server.cls);
+  here.probabilities.forEach((p, i) => assert.ok(Math.abs(p - server.probabilities[i]!) <= 1e-4, `[${i}]: ${p} in the browser, ${server.probabilities[i]} on the server`));
+  await page.click('#camera-close');
+  assert.equal(await page.isVisible('#camera-view'), false);
 });
 
 test('bad input gives a visible message: a text file, text named .jpg, a file over --max_body', { skip: NO_BROWSER }, async () => {
