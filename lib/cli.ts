@@ -24,6 +24,17 @@ import { collectParameters, splitParameterArgs } from './runner/command';
 
 export { normalizeFlags };
 
+const SERVE_ROUTES_HELP = `
+Routes:
+  POST /v1/models/NAME[/versions/V]:predict  {"instances": [{"image_bytes": {"b64": "..."}}]}
+  GET  /v1/models/NAME[/versions/V]          model status (TensorFlow Serving's)
+  GET  /healthz                              liveness and counters
+  GET  /                                     web page: pick, drop, paste or photograph an image; the class
+                                             probabilities as a chart; the exact :predict request and
+                                             response; "run in this browser" runs the model with TensorFlow.js
+  GET  /v1/models/NAME/versions/V/files/F    the export's own files, read-only (model.json, shards, ...)
+`;
+
 function wholeNumber(min: number) {
   return (value: string): number => {
     const n = Number(value);
@@ -256,7 +267,8 @@ export function buildProgram(): Command {
 
   program
     .command('serve')
-    .description('section 7, locally: serve an exported model over TensorFlow Serving\'s REST API until Ctrl-C / SIGTERM')
+    .description('section 7, locally: serve an exported model over TensorFlow Serving\'s REST API until Ctrl-C / SIGTERM, with a web page for it at /')
+    .addHelpText('after', SERVE_ROUTES_HELP)
     .requiredOption('--model-dir <dir>', 'export folder (its newest <unix time>/ version is served) or one version folder')
     .option('--model-name <name>', 'name in the URL: /v1/models/NAME:predict', DEFAULT_MODEL_NAME)
     .option('--port <n>', 'TCP port (0: any free port)', wholeNumber(0), DEFAULT_PORT)
@@ -334,7 +346,7 @@ export function buildProgram(): Command {
       }
       process.stdout.write(
         `serving model "${d.modelName}" version ${d.version} at ${d.url} (pid ${d.pid}; log ${d.log})\n` +
-          `predict: POST ${d.predictUrl}\nstop it with: imgclass undeploy --work_dir ${o.workDir}\n`,
+          `predict: POST ${d.predictUrl}\npage: ${d.url}/\nstop it with: imgclass undeploy --work_dir ${o.workDir}\n`,
       );
     });
 

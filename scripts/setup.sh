@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 # jupyter-nbconvert runs a notebook on our kernelspec in the tests; python3-nbformat validates what our
 # runner writes; jupyter-client drives tslab in the chart tests; jupyter-notebook for interactive use
-# and, with chromium, the browser smoke test. libdnnl-dev (oneDNN), g++ and make build the native
+# and, with chromium, the browser smoke test; chromium also runs the model page's test (test/page.test.ts,
+# driven by playwright-core from npm, which downloads no browser). libdnnl-dev (oneDNN), g++ and make build the native
 # training kernels (native/onednn) during `npm ci`. protobuf-compiler: protoc decodes our TensorBoard
 # event files with TensorFlow's event.proto in the tests (TensorBoard itself needs PyPI).
 apt_packages=(jupyter-client jupyter-nbconvert python3-nbclient python3-nbformat jupyter-notebook

@@ -46,6 +46,12 @@ test('deployLocal starts a server that answers predictions and outlives its star
 
   const health = (await (await fetch(`${d.url}/healthz`)).json()) as { status: string; version: string };
   assert.deepEqual([health.status, health.version], ['ok', d.version]);
+  // The model's page (lib/serve/page.ts) and its info come with the deployed server.
+  const pageRes = await fetch(`${d.url}/`);
+  assert.equal(pageRes.status, 200);
+  assert.match(await pageRes.text(), /<script type="module" src="\/page\/page\.mjs">/);
+  const info = (await (await fetch(`${d.url}/page/info.json`)).json()) as { predictPath: string; labels: string[] };
+  assert.deepEqual([info.predictPath, info.labels], ['/v1/models/flowers:predict', LABELS]);
   const r = await predict(d.predictUrl, [probes[0]!]);
   const expected = await inProcessProbabilities(fixture, probes[0]!);
   r.predictions[0]!.probabilities.forEach((p, i) => assert.ok(Math.abs(p - expected[i]!) < 1e-4, `class ${i}: ${p} vs ${expected[i]}`));

@@ -22,10 +22,11 @@ export interface ServingFixture {
  * positive mean, and the head starts at N(0, 0.01). The head is recalibrated on `probes` (centered on
  * their mean feature, scaled to logits of spread ~3) so that different images get clearly different
  * classes and argmax is well defined. Still no training: the weights are fixed by the seed and probes.
+ * One output per label (LABELS unless given).
  */
-export async function exportFixture(exportDir: string, probes: Uint8Array[]): Promise<ServingFixture> {
+export async function exportFixture(exportDir: string, probes: Uint8Array[], labels: string[] = LABELS): Promise<ServingFixture> {
   await chooseBackend();
-  const model = buildResNet({ depth: 18, numClasses: LABELS.length, imageSize: IMAGE_SIZE, seed: 7 });
+  const model = buildResNet({ depth: 18, numClasses: labels.length, imageSize: IMAGE_SIZE, seed: 7 });
   const settings = defaultPreprocessing(IMAGE_SIZE);
   const inputs = await Promise.all(probes.map((p) => preparedInput(p, settings)));
   const head = model.getLayer('head/dense');
@@ -37,11 +38,11 @@ export async function exportFixture(exportDir: string, probes: Uint8Array[]): Pr
     const logits = tf.matMul(tf.sub(f, mean), w);
     const k = tf.div(3, tf.add(tf.moments(logits).variance.sqrt(), 1e-12));
     const kw = tf.mul(w, k);
-    return [kw, tf.neg(tf.matMul(mean, kw).reshape([LABELS.length]))];
+    return [kw, tf.neg(tf.matMul(mean, kw).reshape([labels.length]))];
   });
   head.setWeights([kernel!, bias!]);
   tf.dispose([kernel!, bias!]);
-  const versionDir = await exportModel(model, exportDir, { labels: LABELS, preprocessing: settings, meta: { test: true } });
+  const versionDir = await exportModel(model, exportDir, { labels, preprocessing: settings, meta: { test: true } });
   return { model, settings, exportDir, versionDir };
 }
 

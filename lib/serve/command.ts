@@ -9,7 +9,8 @@ export async function runServeCommand(o: ServeOptions): Promise<void> {
   process.stderr.write(`${server.backendNote}\n`);
   process.stdout.write(
     `serving model "${server.modelName}" version ${server.version} (${server.labels.length} classes) at ${server.url}\n` +
-      `predict: POST ${server.predictUrl}\n`,
+      `predict: POST ${server.predictUrl}\n` +
+      `page: ${server.url}/\n`,
   );
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     const stop = (sig: NodeJS.Signals) => {

@@ -6,6 +6,7 @@
  *   POST /v1/models/{name}[/versions/{v}]:predict
  *   GET  /v1/models/{name}[/versions/{v}]           TF Serving's model_version_status
  *   GET  /healthz                                   liveness, plus request and batching counters
+ *   GET  /                                          a web page for the model (page.ts)
  *
  * Why fastify rather than node:http: it validates the body against a JSON schema (Ajv) before the
  * handler runs, enforces a body limit while streaming (a 1 GB upload is cut off, not buffered), has
@@ -25,6 +26,7 @@ import { DEFAULT_MODEL_NAME } from '../predict';
 import { Batcher, BatcherStats } from './batcher';
 import { argmax, Classifier, makeClassifier } from './classifier';
 import { ModelThread } from './model-thread';
+import { registerPage } from './page';
 import { predictBodySchema, PredictBody, readInstances, RequestError, schemaErrorMessage, SchemaError } from './request';
 
 export { DEFAULT_MODEL_NAME };
@@ -159,6 +161,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const app = buildApp({ modelName, maxBody, maxBatch, classifier, batcher, requests, state, handlers });
 
   try {
+    // GET /: the model's web page (page.ts).
+    await registerPage(app, { modelName, version: classifier.version, labels: classifier.labels, settings: classifier.settings, versionDir: classifier.path, maxBody });
     await app.listen({ port, host: opts.host ?? DEFAULT_HOST });
   } catch (err) {
     await app.close();
@@ -259,7 +263,7 @@ function buildApp(d: AppDeps): FastifyInstance {
   });
   app.setNotFoundHandler((req, reply) => {
     void reply.code(404).send({
-      error: `no route ${req.method} ${req.url}; this server answers POST /v1/models/${d.modelName}:predict, GET /v1/models/${d.modelName} and GET /healthz`,
+      error: `no route ${req.method} ${req.url}; this server answers POST /v1/models/${d.modelName}:predict, GET /v1/models/${d.modelName}, GET /healthz and GET / (a web page)`,
     });
   });
 

@@ -64,6 +64,7 @@ export function formatDeployment(d: AnyDeployment): string {
   return (
     `model "${d.modelName}" version ${d.version} is served at ${d.url} (pid ${d.pid})\n` +
     `predict: POST ${d.predictUrl}\n` +
+    `page: ${d.url}/ (drop an image, see the probabilities, run the model in the browser)\n` +
     `classes: ${d.labels.join(', ')}\n` +
     `export: ${d.exportDir}\n` +
     `server log: ${d.log}\n`
