@@ -161,7 +161,7 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
   let transfer: InitFromPlan | undefined;
   if (opts.initFrom !== undefined) {
     transfer = await planInitFrom({ ...opts, initFrom: opts.initFrom }, {
-      numClasses, labels, imageSize: opts.imageSize, seed,
+      numClasses, labels, imageSize: opts.imageSize, seed, backend: opts.backend,
       onDownload: (p) => opts.onEvent?.({ kind: 'download', ...p }),
       onNotice: (message) => opts.onEvent?.({ kind: 'notice', message }),
     });

@@ -3,7 +3,7 @@
  * (lib/transfer/model.ts), after checking, in the coordinator, that the source loads and fits, so a
  * bad source fails once, with its name, before any worker starts.
  */
-import * as tf from '@tensorflow/tfjs';
+import { chooseBackend, type BackendName } from '../engine/backend';
 import { UserError } from '../errors';
 import { modelSummary, type ModelSummary } from '../model';
 import { resolveSource, sourcePreprocessing, type InputRange } from '../transfer/source';
@@ -46,6 +46,8 @@ export interface InitFromContext {
   /** --image_size as given (undefined: take the source's). */
   imageSize?: number;
   seed: number;
+  /** The engine the replicas use; the check runs on it too (and never on the slow cpu backend unasked). */
+  backend?: BackendName;
   onDownload?: (p: DownloadProgress) => void;
   onNotice?: (message: string) => void;
 }
@@ -77,7 +79,7 @@ export async function planInitFrom(o: InitFromOptions & { initFrom: string }, ct
     imageSize: ctx.imageSize ?? 224,
     seed: ctx.seed,
   };
-  await tf.ready();
+  await chooseBackend(ctx.backend);
   const built = await buildTransferModel(plan);
   try {
     if (ctx.imageSize !== undefined && ctx.imageSize !== built.imageSize) {
