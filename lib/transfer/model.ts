@@ -169,7 +169,6 @@ async function buildFromLayers(plan: TransferPlan): Promise<TransferModel> {
     throw new UserError(`--init_from ${src} has ${loaded.inputs.length} inputs and ${loaded.outputs.length} outputs; a model to start from has one image input and one output`);
   }
   const imageSize = imageInput(loaded.inputs[0]!.shape, src, plan);
-  const taken = new Set(layerNames(loaded));
 
   let model: tf.LayersModel;
   let headLayers: string[];
@@ -199,6 +198,15 @@ async function buildFromLayers(plan: TransferPlan): Promise<TransferModel> {
     } catch (err) {
       throw new UserError(`--init_from ${src}: layer "${cutAt}" is used more than once in the model (${errorMessage(err)}); cut at another layer`);
     }
+    // The new head may take the names of the layers it replaces (head/pool, head/dense), not of those it keeps.
+    const dropped = new Set<string>();
+    for (const m of owner === loaded ? [loaded] : [loaded, owner]) {
+      m.layers.slice(m.layers.indexOf(m === owner ? layer : owner) + 1).forEach((l) => {
+        dropped.add(l.name);
+        if (isModel(l)) layerNames(l).forEach((n) => dropped.add(n));
+      });
+    }
+    const taken = new Set(layerNames(loaded).filter((n) => !dropped.has(n)));
     const head = newHead(features, plan, taken, src);
     model = tf.model({ inputs: owner.inputs, outputs: head.logits, name: 'transfer' });
     headLayers = head.names;
