@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { preprocess } from '../lib/preprocess';
 import { train } from '../lib/train';
@@ -23,13 +24,14 @@ import { startServer } from '../lib/serve';
 import { predict } from '../lib/predict';
 import { chooseBackend } from '../lib/engine/backend';
 import { UserError } from '../lib/errors';
-import { tempDir, removeDir, REPO_ROOT } from './helpers';
+import { createOptimizer } from '../lib/train/recipe';
+import { tempDir, removeDir, REPO_ROOT, CLI } from './helpers';
 
 const SAMPLES = path.join(REPO_ROOT, 'data-samples');
 const LABELS = fs.readFileSync(path.join(SAMPLES, 'labels.txt'), 'utf8').trim().split('\n');
 let work: string;
 let dataDir: string;
-/** The source: an imgclass export version folder of a ResNet-18 at 16 px. */
+/** The source: an imgclass export version folder of a ResNet-18 at 16 px, a quarter of the width (0.7 M weights). */
 let sourceVersion: string;
 let sourceExport: string;
 
@@ -44,7 +46,7 @@ before(async () => {
     numShards: 2,
   });
   sourceExport = path.join(work, 'source-export');
-  const r = await train({ dataDir, modelDir: path.join(work, 'source-model'), exportDir: sourceExport, imageSize: 16, trainBatchSize: 8, trainSteps: 3, workers: 1 });
+  const r = await train({ dataDir, modelDir: path.join(work, 'source-model'), exportDir: sourceExport, imageSize: 16, widthMultiplier: 0.25, trainBatchSize: 8, trainSteps: 3, workers: 1 });
   sourceVersion = r.exportPath!;
 });
 
@@ -184,7 +186,7 @@ test('head-only fine-tuning keeps the backbone bit for bit; the export carries t
   let compared = 0;
   for (const layer of source.model.layers) {
     if (layer.name === 'head/dense') {
-      assert.notDeepEqual(tuned.model.getLayer(layer.name).getWeights()[0]!.dataSync(), layer.getWeights()[0]!.dataSync(), 'the head trained');
+      assert.notDeepEqual(tuned.model.getLayer(layer.name).getWeights()[0]!.dataSync(), layer.getWeights()[0]!.dataSync(), 'a new head');
       continue;
     }
     const a = layer.getWeights();
@@ -276,3 +278,28 @@ async function writeLayersModel(dir: string, o: { inputShape: number[] }): Promi
   m.dispose();
   fs.rmSync(path.join(v, 'labels.txt'));
 }
+
+test('a smaller backbone learning rate is the same update as scaling that variable\'s gradient and decay (momentum SGD)', async () => {
+  await chooseBackend('wasm');
+  const run = (lr: number, scale?: number): Float32Array => {
+    const opt = createOptimizer();
+    opt.setLearningRate(lr);
+    const v = tf.variable(tf.tensor1d([0.5, -1, 2, 0.25]), true, 'w');
+    const grads = [Float32Array.from([0.1, -0.3, 0.2, 1]), Float32Array.from([-0.5, 0.4, 0, 0.1]), Float32Array.from([0.3, 0.3, -0.2, -1])];
+    for (const g of grads) opt.applyFlat([{ variable: v, offset: 0 }], g, 1e-2, new Set(['w']), new Set(), scale === undefined ? undefined : new Map([['w', scale]]));
+    const out = v.dataSync() as Float32Array;
+    v.dispose();
+    opt.dispose();
+    return Float32Array.from(out);
+  };
+  const scaled = run(0.4, 0.25);
+  const direct = run(0.1);
+  scaled.forEach((x, i) => assert.ok(Math.abs(x - direct[i]!) < 1e-6, `${x} vs ${direct[i]}`));
+  assert.ok(Math.abs(run(0.4)[0]! - scaled[0]!) > 1e-3, 'and the scale changes the update');
+});
+
+test('imgclass train --backend gcp --init_from: refused, pointing at --init_checkpoint', () => {
+  const r = spawnSync(process.execPath, [CLI, 'train', '--backend', 'gcp', '--project', 'p', '--data_dir', 'gs://b/d', '--model_dir', 'gs://b/m', '--train_steps', '1', '--init_from', sourceExport], { encoding: 'utf8' });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /--init_from is for the local backend.*--init_checkpoint/);
+});

@@ -23,6 +23,8 @@ export interface TrainOptions extends InitFromOptions {
   dataDir: string;
   modelDir: string;
   resnetDepth?: ResNetConfig['depth'];
+  /** Filter counts x this (ResNetConfig.widthMultiplier): small models for tests and quick experiments. */
+  widthMultiplier?: number;
   imageSize?: number;
   trainBatchSize?: number;
   evalBatchSize?: number;
@@ -167,7 +169,7 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
     });
     imageSize = transfer.plan.imageSize;
   }
-  const modelCfg: ResNetConfig = { depth, numClasses, imageSize, seed };
+  const modelCfg: ResNetConfig = { depth, numClasses, imageSize, seed, ...(opts.widthMultiplier !== undefined ? { widthMultiplier: opts.widthMultiplier } : {}) };
   const summary = transfer?.summary ?? modelSummary(modelCfg);
   if (opts.minCropArea !== undefined && !(opts.minCropArea > 0 && opts.minCropArea <= 1)) {
     throw new UserError(`--min_crop_area must be a fraction of the image in (0, 1] (tensorflow/tpu uses 0.08), got ${opts.minCropArea}`);
