@@ -25,6 +25,8 @@ import { predict } from '../lib/predict';
 import { chooseBackend } from '../lib/engine/backend';
 import { UserError } from '../lib/errors';
 import { createOptimizer } from '../lib/train/recipe';
+import { notebookSettings } from '../lib/steps/settings';
+import { trainOptions, trainCommand } from '../lib/steps/trainer';
 import { tempDir, removeDir, REPO_ROOT, CLI } from './helpers';
 
 const SAMPLES = path.join(REPO_ROOT, 'data-samples');
@@ -302,4 +304,17 @@ test('imgclass train --backend gcp --init_from: refused, pointing at --init_chec
   const r = spawnSync(process.execPath, [CLI, 'train', '--backend', 'gcp', '--project', 'p', '--data_dir', 'gs://b/d', '--model_dir', 'gs://b/m', '--train_steps', '1', '--init_from', sourceExport], { encoding: 'utf8' });
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, /--init_from is for the local backend.*--init_checkpoint/);
+});
+
+test('notebook 06: init_from and trainable reach train() and the command shown; the source decides the image size; refused on gcp', () => {
+  const p = { resnet_depth: 18, image_size: 32, train_batch_size: 16, train_steps: 80, steps_per_eval: 40, base_learning_rate: 2, init_from: sourceExport, trainable: 'head' };
+  const s = notebookSettings({ backend: 'local', work_dir: path.join(work, 'nb') });
+  const o = trainOptions(s, p);
+  assert.equal(o.initFrom, sourceExport);
+  assert.equal(o.trainable, 'head');
+  assert.equal(o.imageSize, undefined);
+  assert.match(trainCommand(s, p), new RegExp(`--init_from=${sourceExport.replace(/[.]/g, '\\.')} \\\\\n  --trainable=head`));
+  assert.equal(trainOptions(s, { ...p, init_from: '', trainable: '' }).initFrom, undefined, '"" trains from scratch');
+  const gcp = notebookSettings({ backend: 'gcp', work_dir: 'gs://b/w', project: 'p', bucket: 'b' });
+  assert.throws(() => trainOptions(gcp, p), /--init_from is for the local backend/);
 });

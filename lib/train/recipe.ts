@@ -204,8 +204,7 @@ export class NesterovMomentum {
     entries.forEach((e, i) => {
       const f = lrScale?.get(e.variable.name) ?? 1;
       let slice = flat.subarray(e.offset, e.offset + e.variable.size);
-      // A copy: `flat` is shared by every replica, each of which applies it.
-      if (f !== 1) slice = slice.map((g) => g * f);
+      if (f !== 1) slice = this.scaled(slice, e.offset, f);
       const wd = (decayed.has(e.variable.name) ? weightDecay : 0) * f;
       if (native[i]) {
         momentumUpdateInPlace(e.variable, acc(i) as tf.Variable, slice, { lr: this.lr, momentum: this.momentum, nesterov: true, weightDecay: wd });
@@ -231,6 +230,25 @@ export class NesterovMomentum {
       tf.dispose(grads);
     }
   }
+
+  /**
+   * `g` x `f` in a buffer of this optimizer's (at `offset`, so variables never share one): `flat` is
+   * shared by every replica, each of which applies it, so it is not scaled in place. A plain loop:
+   * TypedArray.map costs ~10x more, which made fine-tuning steps several times slower.
+   */
+  private scaled(g: Float32Array, offset: number, f: number): Float32Array {
+    const need = offset + g.length;
+    if (this.scratch.length < need) {
+      const bigger = new Float32Array(need);
+      bigger.set(this.scratch);
+      this.scratch = bigger;
+    }
+    const out = this.scratch.subarray(offset, need);
+    for (let i = 0; i < g.length; i++) out[i] = g[i]! * f;
+    return out;
+  }
+
+  private scratch = new Float32Array(0);
 
   /**
    * Optimizer state for a checkpoint: the iteration count, then one `<variable>/momentum` slot per
