@@ -7,7 +7,7 @@ import { chooseBackend, type BackendName } from '../engine/backend';
 import { UserError } from '../errors';
 import { modelSummary, type ModelSummary } from '../model';
 import { resolveSource, sourcePreprocessing, type InputRange } from '../transfer/source';
-import { buildTransferModel, TRAINABLE_CHOICES, type Trainable, type TransferPlan } from '../transfer/model';
+import { buildTransferModel, disposeTransferModel, TRAINABLE_CHOICES, type Trainable, type TransferPlan } from '../transfer/model';
 import type { DownloadProgress } from '../transfer/cache';
 import type { PreprocessingSettings } from './preprocessing';
 
@@ -101,7 +101,7 @@ export async function planInitFrom(o: InitFromOptions & { initFrom: string }, ct
       describe: `from ${o.initFrom} (${src.format} model, ${built.imageSize} px): ${what}; ${how}; input normalisation from ${prep.why}`,
     };
   } finally {
-    built.model.dispose();
+    disposeTransferModel(built);
   }
 }
 

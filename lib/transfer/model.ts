@@ -272,3 +272,9 @@ async function buildFromGraph(plan: TransferPlan): Promise<TransferModel> {
 export async function buildTransferModel(plan: TransferPlan): Promise<TransferModel> {
   return plan.format === 'graph' ? buildFromGraph(plan) : buildFromLayers(plan);
 }
+
+/** Frees the model's weights, and a graph backbone's (a LayersModel does not own that graph). */
+export function disposeTransferModel(t: TransferModel): void {
+  for (const l of t.model.layers) if (l instanceof GraphBackbone) l.graph.dispose();
+  t.model.dispose();
+}
