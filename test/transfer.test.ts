@@ -28,6 +28,7 @@ import { createOptimizer } from '../lib/train/recipe';
 import { notebookSettings } from '../lib/steps/settings';
 import { trainOptions, trainCommand } from '../lib/steps/trainer';
 import { tempDir, removeDir, REPO_ROOT, CLI } from './helpers';
+import { useFakeGcs } from './fake-gcs';
 
 const SAMPLES = path.join(REPO_ROOT, 'data-samples');
 const LABELS = fs.readFileSync(path.join(SAMPLES, 'labels.txt'), 'utf8').trim().split('\n');
@@ -317,4 +318,23 @@ test('notebook 06: init_from and trainable reach train() and the command shown; 
   assert.equal(trainOptions(s, { ...p, init_from: '', trainable: '' }).initFrom, undefined, '"" trains from scratch');
   const gcp = notebookSettings({ backend: 'gcp', work_dir: 'gs://b/w', project: 'p', bucket: 'b' });
   assert.throws(() => trainOptions(gcp, p), /--init_from is for the local backend/);
+});
+
+test('a gs:// export root: its newest version copied into the cache once, then used from there', async () => {
+  const gcs = await useFakeGcs('bucket');
+  try {
+    for (const f of fs.readdirSync(sourceVersion)) gcs.put('bucket', `exports/1700000000/${f}`, fs.readFileSync(path.join(sourceVersion, f)));
+    gcs.put('bucket', 'exports/1800000000/labels.txt', 'half-written\n'); // no model.json: not a version yet
+    const cacheDir = path.join(work, 'gs-cache');
+    const src = await resolveSource('gs://bucket/exports', { cacheDir });
+    assert.ok(src.dir.startsWith(cacheDir) && src.isExport);
+    assert.deepEqual(src.labels, LABELS);
+    const reads = () => gcs.requests.filter((r) => r.op === 'media' && String(r.object).endsWith('.bin')).length;
+    const before = reads();
+    assert.ok(before >= 1);
+    assert.equal((await resolveSource('gs://bucket/exports/1700000000', { cacheDir })).dir, src.dir);
+    assert.equal(reads(), before, 'the cached copy is used');
+  } finally {
+    await gcs.done();
+  }
 });

@@ -147,7 +147,7 @@ export function sourcePreprocessing(src: ResolvedSource, imageSize: number, rang
       // The source's crop fraction, carried to this size.
       ...(typeof p.cropPadding === 'number' && typeof p.imageSize === 'number' && p.imageSize === imageSize ? { cropPadding: p.cropPadding } : {}),
     };
-    return { settings: s, why: `${path.join(src.dir, 'preprocessing.json')}` };
+    return { settings: s, why: `the preprocessing.json of ${src.source}` };
   }
   if (src.metadata?.packageName?.includes('teachablemachine')) {
     return { settings: { ...base, ...rangeSettings('-1,1') }, why: 'Teachable Machine image model: [-1, 1]' };
