@@ -25,6 +25,7 @@ import { predict } from '../lib/predict';
 import { chooseBackend } from '../lib/engine/backend';
 import { UserError } from '../lib/errors';
 import { createOptimizer } from '../lib/train/recipe';
+import { normalizeInto } from '../lib/train/preprocessing';
 import { notebookSettings } from '../lib/steps/settings';
 import { trainOptions, trainCommand } from '../lib/steps/trainer';
 import { tempDir, removeDir, REPO_ROOT, CLI } from './helpers';
@@ -337,4 +338,11 @@ test('a gs:// export root: its newest version copied into the cache once, then u
   } finally {
     await gcs.done();
   }
+});
+
+test('channel order bgr: the model\'s first channel is blue, and the mean/std are in the model\'s order', () => {
+  const px = Uint8Array.from([10, 20, 30, 200, 100, 0]);
+  const s = { imageSize: 1, cropPadding: 0, meanRgb: [1, 2, 3] as const, stddevRgb: [2, 4, 8] as const, resize: 'bicubic' as const };
+  assert.deepEqual(Array.from(normalizeInto(px, new Float32Array(6), { ...s, channelOrder: 'bgr' })), [(30 - 1) / 2, (20 - 2) / 4, (10 - 3) / 8, (0 - 1) / 2, (100 - 2) / 4, (200 - 3) / 8]);
+  assert.deepEqual(Array.from(normalizeInto(px, new Float32Array(6), s)), [(10 - 1) / 2, (20 - 2) / 4, (30 - 3) / 8, (200 - 1) / 2, (100 - 2) / 4, (0 - 3) / 8]);
 });
