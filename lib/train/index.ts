@@ -186,7 +186,7 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
     for (const k of Object.keys(want) as (keyof SavedConfig)[]) {
       if (saved[k] !== want[k]) {
         throw new UserError(
-          `${opts.modelDir} holds a checkpoint trained with ${k}=${saved[k]}, but this run asks for ${want[k]}: ` +
+          `${opts.modelDir} holds a checkpoint trained with ${k}=${saved[k] ?? 'none'}, but this run asks for ${want[k] ?? 'none'}: ` +
             `use the same flags to continue training, or a new --model_dir to start over`,
         );
       }
