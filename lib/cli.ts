@@ -11,6 +11,7 @@ import { preprocess, PreprocessOptions, PreprocessResult } from './preprocess';
 import { makeDataset, formatSummary } from './dataset';
 import { runNotebookCommand, positiveSeconds, RUN_NOTEBOOK_HELP, type RunNotebookCommandOptions } from './runner/command';
 import { runTrainCommand, TrainCommandOptions } from './train/command';
+import { refuseInitFromOnGcp } from './train/init-from';
 import type { ResNetConfig } from './model';
 import { BACKEND_NAMES as ENGINES, type BackendName } from './engine/backend';
 import { runServeCommand } from './serve/command';
@@ -233,6 +234,11 @@ export function buildProgram(): Command {
     .option('--seed <n>', 'local: seed of initialisation, shuffling and augmentation', wholeNumber(0), 42)
     .option('--workers <n>', 'local: model replicas on worker threads (default: one per core)', wholeNumber(1))
     .option('--engine <name>', 'local: tensorflow (tfjs-node), onednn (wasm + oneDNN kernels), wasm (XNNPACK), or cpu (slow; only when asked); default: the fastest available')
+    .option('--init-from <source>', 'local: start from a pretrained model: an imgclass export (local or gs://), or a TensorFlow.js model.json (Layers or graph format), its folder, or an http(s) URL of one')
+    .option('--trainable <part>', 'with --init_from: backbone (the whole network; default for Layers models) or head (backbone frozen; the only choice for graph models)')
+    .option('--fine-tune-lr-scale <f>', 'with --init_from and --trainable backbone: the backbone\'s learning rate as a fraction of the head\'s (default 0.1)', positiveNumber)
+    .option('--init-cut-at <layer>', 'with --init_from: the layer (graph: node) to put the new head on (default: the one below the source\'s own head)')
+    .option('--init-input-range <range>', 'with --init_from, for a source that does not say: 0,1 | -1,1 | imagenet (default: from its preprocessing.json or metadata.json, else graph 0,1 and Layers -1,1)')
     .option('--tpu <type>', 'gcp: v5e-4 (default), v5e-1, v5e-8, v2-8 or v3-8')
     .option('--trainer-image <uri>', 'gcp: run this trainer image instead of building imgclass\'s with Cloud Build')
     .option('--service-account <email>', 'gcp: the identity the job runs as (default: Vertex AI\'s custom code service agent)')
@@ -242,6 +248,7 @@ export function buildProgram(): Command {
     .action((o: TrainCommandOptions & CloudFlags & { engine?: string; tpu?: string; trainerImage?: string; serviceAccount?: string; initCheckpoint?: string; wait: boolean; pollSeconds: number }) => {
       const { backend, engine } = backendFlags(o);
       if (backend === 'gcp') {
+        refuseInitFromOnGcp(o);
         const { backend: _b, engine: _e, wait, pollSeconds, ...rest } = o;
         return runCloudTrainCommand({ ...rest, noWait: !wait, pollIntervalMs: pollSeconds * 1000 });
       }

@@ -19,6 +19,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as storage from './storage';
 import { UserError, errorMessage } from './errors';
+import { loadLayersModelWithBackbones } from './transfer/graph-backbone';
 
 export interface ExportOptions {
   /** Class names, one per output unit, in order. */
@@ -29,6 +30,8 @@ export interface ExportOptions {
   meta?: object;
   /** Largest weight shard in bytes (default 4 MiB, as the tfjs converter). */
   shardBytes?: number;
+  /** More files for the version folder, by relative path (a graph backbone's, lib/transfer). */
+  extraFiles?: { name: string; data: Uint8Array | string }[];
 }
 
 export interface LoadedExport {
@@ -130,6 +133,7 @@ export async function exportModel(model: tfl.LayersModel, exportDir: string, opt
   };
   const files: [string, Uint8Array | string][] = [
     ...shards.map((s): [string, Uint8Array] => [s.name, s.data]),
+    ...(opts.extraFiles ?? []).map((f): [string, Uint8Array | string] => [f.name, f.data]),
     [LABELS, labelsText(opts.labels)],
     [PREPROCESSING, JSON.stringify(opts.preprocessing ?? {}, null, 2) + '\n'],
     [META, JSON.stringify(meta, null, 2) + '\n'],
@@ -186,7 +190,7 @@ export async function exportModel(model: tfl.LayersModel, exportDir: string, opt
 }
 
 /** Numeric version folders under an export root that hold a model.json, newest first. */
-async function completeVersions(root: string): Promise<string[]> {
+export async function completeVersions(root: string): Promise<string[]> {
   let names: string[];
   if (storage.isGcsPath(root)) {
     const prefix = root.endsWith('/') ? root : `${root}/`;
@@ -289,7 +293,8 @@ export async function loadExport(dir: string): Promise<LoadedExport> {
   const preprocessing = await readJson(storage.joinPath(versionDir, PREPROCESSING), true);
   const meta = (await readJson(storage.joinPath(versionDir, META), false)) ?? {};
 
-  const model = await tfl.loadLayersModel(storageLoadHandler(versionDir));
+  // Through lib/transfer: a model fine-tuned on a graph feature extractor carries it in backbone/.
+  const model = await loadLayersModelWithBackbones(versionDir);
   const units = outputUnits(model);
   if (units != null && units !== labels.length) {
     model.dispose();

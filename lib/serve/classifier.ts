@@ -33,6 +33,8 @@ export function exportSettings(loaded: LoadedExport): PreprocessingSettings {
     meanRgb: p.meanRgb,
     stddevRgb: p.stddevRgb,
     resize: p.resize,
+    // Set by a model fine-tuned from a BGR source (lib/transfer); absent means RGB.
+    ...(p.channelOrder !== undefined ? { channelOrder: p.channelOrder } : {}),
   } as PreprocessingSettings;
   try {
     if (!Array.isArray(settings.meanRgb) || !Array.isArray(settings.stddevRgb)) throw new RangeError('meanRgb and stddevRgb must be lists of 3 numbers');

@@ -42,11 +42,23 @@ export async function trainWithLiveChart(s: Settings, p: TrainParameters, o: Liv
   const redraw = (): void => {
     chart.update(trainingCurves(records)).catch((err: unknown) => (chartFailure ??= err));
   };
+  let download: ReturnType<typeof notebookProgress> | undefined;
   const onEvent = (e: TrainEvent): void => {
+    if (e.kind === 'download') {
+      download ??= notebookProgress(`download ${e.source}`);
+      download.update(e.bytes, e.totalBytes, `${(e.bytes / 1e6).toFixed(1)} of ${(e.totalBytes / 1e6).toFixed(1)} MB`);
+      if (e.bytes >= e.totalBytes) download.finish('downloaded');
+      return;
+    }
+    if (e.kind === 'notice') {
+      process.stdout.write(`${e.message}\n`);
+      return;
+    }
     if (e.kind === 'start') {
       if (e.resumed) records.push(...before.filter((r) => Number(r.step ?? 0) <= e.startStep));
       process.stdout.write(
         `${e.backendNote}; ${e.replicas} replica(s)\n` +
+          (e.transfer ? `${e.transfer}\n` : '') +
           `${(e.params / 1e6).toFixed(2)} M parameters, ${(e.flopsPerImage / 1e6).toFixed(1)} MFLOPs per image; ` +
           `${e.numTrainImages} training / ${e.numEvalImages} validation images, ${e.numClasses} classes` +
           (e.resumed ? `; resuming from the checkpoint at step ${e.startStep}` : '') + '\n' +

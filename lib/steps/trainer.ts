@@ -11,6 +11,8 @@ import { learningRate, learningRatePhases } from '../train/recipe';
 import { shellQuote } from '../cloud/service-account';
 import type { BackendTrainOptions } from '../backend';
 import { backendOf, type Settings } from './settings';
+import { refuseInitFromOnGcp } from '../train/init-from';
+import type { Trainable } from '../transfer/model';
 
 /** The training parameters of notebooks 03 and 06, as the notebooks name them. */
 export interface TrainParameters {
@@ -26,11 +28,20 @@ export interface TrainParameters {
   tpu?: string;
   /** gcp: a trainer image to use instead of building one. */
   trainer_image?: string;
+  /** Start from a pretrained model (lib/train/init-from.ts); '' trains from scratch. Local backend only. */
+  init_from?: string;
+  /** With init_from: 'backbone' (whole network) or 'head' (backbone frozen); '' = the source's default. */
+  trainable?: string;
 }
 
 /** The options notebook 06 passes to train(), from the work folder and the parameters. */
 export function trainOptions(s: Settings, p: TrainParameters): BackendTrainOptions {
   if (!isResNetDepth(p.resnet_depth)) throw new UserError(`resnet_depth ${p.resnet_depth} is not supported: use 18, 34, 50, 101, 152 or 200`);
+  const transfer = {
+    ...(p.init_from ? { initFrom: p.init_from } : {}),
+    ...(p.trainable ? { trainable: p.trainable as Trainable } : {}),
+  };
+  if (s.backend === 'gcp') refuseInitFromOnGcp(transfer);
   return {
     dataDir: s.paths.tfrecords,
     modelDir: s.paths.model,
@@ -44,6 +55,8 @@ export function trainOptions(s: Settings, p: TrainParameters): BackendTrainOptio
     ...(p.workers ? { workers: p.workers } : {}),
     ...(p.tpu ? { tpu: p.tpu } : {}),
     ...(p.trainer_image ? { trainerImage: p.trainer_image } : {}),
+    // The source model decides the input size.
+    ...(p.init_from ? { ...transfer, imageSize: undefined } : {}),
   };
 }
 
@@ -64,6 +77,8 @@ export function trainCommand(s: Settings, p: TrainParameters): string {
     ['train_steps', o.trainSteps],
     ['steps_per_eval', o.stepsPerEval],
     ['base_learning_rate', o.baseLearningRate],
+    ['init_from', o.initFrom],
+    ['trainable', o.trainable],
     ...(s.backend === 'gcp' ? [] : [['workers', o.workers] as [string, number | undefined]]),
   ];
   const args = flags.filter(([, v]) => v !== undefined).map(([k, v]) => `--${k}=${shellQuote(String(v))}`);

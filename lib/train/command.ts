@@ -16,11 +16,26 @@ export async function runTrainCommand(o: TrainCommandOptions): Promise<void> {
   };
   process.on('SIGINT', onSigint);
   let bar: ReturnType<typeof terminalProgress> | undefined;
+  let download: ReturnType<typeof terminalProgress> | undefined;
   const onEvent = (e: TrainEvent) => {
+    if (e.kind === 'download') {
+      download ??= terminalProgress(`download ${e.source}`, e.totalBytes);
+      download.update(e.bytes, { rate: `${(e.bytes / 1e6).toFixed(1)} of ${(e.totalBytes / 1e6).toFixed(1)} MB` });
+      if (e.bytes >= e.totalBytes) {
+        download.stop();
+        download = undefined;
+      }
+      return;
+    }
+    if (e.kind === 'notice') {
+      process.stderr.write(`${e.message}\n`);
+      return;
+    }
     if (e.kind === 'start') {
       process.stderr.write(
         `${e.backendNote}; ${e.replicas} replica(s)\n` +
-          `ResNet-${o.resnetDepth ?? 18} at ${o.imageSize ?? 64} px: ${(e.params / 1e6).toFixed(2)} M parameters, ${(e.flopsPerImage / 1e9).toFixed(2)} GFLOPs/image; ` +
+          (e.transfer ? `${e.transfer}\n` : '') +
+          `${e.transfer ? 'model' : `ResNet-${o.resnetDepth ?? 18} at ${o.imageSize ?? 64} px`}: ${(e.params / 1e6).toFixed(2)} M parameters, ${(e.flopsPerImage / 1e9).toFixed(2)} GFLOPs/image; ` +
           `${e.numTrainImages} training / ${e.numEvalImages} validation images, ${e.numClasses} classes` +
           (e.resumed ? `; resuming at step ${e.startStep}` : '') + '\n' +
           (e.notice ? `${e.notice}\n` : ''),
@@ -48,6 +63,7 @@ export async function runTrainCommand(o: TrainCommandOptions): Promise<void> {
     );
     if (r.interrupted) process.exitCode = 130;
   } finally {
+    download?.stop();
     bar?.stop();
     process.off('SIGINT', onSigint);
   }

@@ -17,11 +17,14 @@ import { SummaryWriter } from './summary-writer';
 import { MetricsLog, readMetrics } from './metrics';
 import { ReplicaPool } from './replicas';
 import type { BackendName } from '../engine/backend';
+import { planInitFrom, type InitFromOptions, type InitFromPlan } from './init-from';
 
-export interface TrainOptions {
+export interface TrainOptions extends InitFromOptions {
   dataDir: string;
   modelDir: string;
   resnetDepth?: ResNetConfig['depth'];
+  /** Filter counts x this (ResNetConfig.widthMultiplier): small models for tests and quick experiments. */
+  widthMultiplier?: number;
   imageSize?: number;
   trainBatchSize?: number;
   evalBatchSize?: number;
@@ -65,7 +68,13 @@ export type TrainEvent =
       resumed: boolean;
       /** One line of advice on the learning rate for a short run (see shortRunNotice), to show with the start. */
       notice?: string;
+      /** With --init_from: what is trained from what (lib/train/init-from.ts). */
+      transfer?: string;
     }
+  /** --init_from a URL: weight bytes downloaded so far. */
+  | { kind: 'download'; source: string; bytes: number; totalBytes: number }
+  /** Something the user should know that is not an error (a cached model downloaded again, say). */
+  | { kind: 'notice'; message: string }
   | {
       kind: 'step';
       step: number;
@@ -107,6 +116,8 @@ interface SavedConfig {
   resnetDepth: number;
   imageSize: number;
   numClasses: number;
+  /** --init_from of the run (absent when trained from scratch). */
+  initFrom?: string;
 }
 
 function checkCount(name: string, given: number | undefined, actual: number, dataDir: string): number {
@@ -128,7 +139,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
   const started = Date.now();
   const depth = opts.resnetDepth ?? 18;
-  const imageSize = opts.imageSize ?? 64;
+  let imageSize = opts.imageSize ?? 64;
   const batchSize = opts.trainBatchSize ?? 32;
   const evalBatchSize = opts.evalBatchSize ?? 32;
   const stepsPerEval = opts.stepsPerEval ?? opts.trainSteps;
@@ -149,24 +160,33 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
   }
   const numClasses = opts.numLabelClasses ?? info.numClasses;
   const labels = Array.from({ length: numClasses }, (_, i) => info.labels?.[i] ?? `class_${i}`);
-  const modelCfg: ResNetConfig = { depth, numClasses, imageSize, seed };
-  const summary = modelSummary(modelCfg);
+  let transfer: InitFromPlan | undefined;
+  if (opts.initFrom !== undefined) {
+    transfer = await planInitFrom({ ...opts, initFrom: opts.initFrom }, {
+      numClasses, labels, imageSize: opts.imageSize, seed, backend: opts.backend,
+      onDownload: (p) => opts.onEvent?.({ kind: 'download', ...p }),
+      onNotice: (message) => opts.onEvent?.({ kind: 'notice', message }),
+    });
+    imageSize = transfer.plan.imageSize;
+  }
+  const modelCfg: ResNetConfig = { depth, numClasses, imageSize, seed, ...(opts.widthMultiplier !== undefined ? { widthMultiplier: opts.widthMultiplier } : {}) };
+  const summary = transfer?.summary ?? modelSummary(modelCfg);
   if (opts.minCropArea !== undefined && !(opts.minCropArea > 0 && opts.minCropArea <= 1)) {
     throw new UserError(`--min_crop_area must be a fraction of the image in (0, 1] (tensorflow/tpu uses 0.08), got ${opts.minCropArea}`);
   }
   const preprocessing: PreprocessingSettings = {
-    ...defaultPreprocessing(imageSize),
+    ...(transfer?.preprocessing ?? defaultPreprocessing(imageSize)),
     ...(opts.minCropArea !== undefined ? { minCropArea: opts.minCropArea } : {}),
   };
 
   const ckpt = await loadLatestCheckpoint(opts.modelDir);
   if (ckpt) {
     const saved = ckpt.state.config as SavedConfig;
-    const want: SavedConfig = { resnetDepth: depth, imageSize, numClasses };
+    const want: SavedConfig = { resnetDepth: depth, imageSize, numClasses, initFrom: opts.initFrom };
     for (const k of Object.keys(want) as (keyof SavedConfig)[]) {
       if (saved[k] !== want[k]) {
         throw new UserError(
-          `${opts.modelDir} holds a checkpoint trained with ${k}=${saved[k]}, but this run asks for ${want[k]}: ` +
+          `${opts.modelDir} holds a checkpoint trained with ${k}=${saved[k] ?? 'none'}, but this run asks for ${want[k] ?? 'none'}: ` +
             `use the same flags to continue training, or a new --model_dir to start over`,
         );
       }
@@ -196,6 +216,7 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
     backend: opts.backend,
     labelSmoothing: opts.labelSmoothing ?? 0,
     weightDecay: opts.weightDecay ?? 1e-4,
+    ...(transfer ? { transfer: transfer.plan, backboneLrScale: transfer.lrScale } : {}),
   });
   const input = await TrainInput.open({ dataDir: opts.dataDir, imageSize, batchSize, seed, numClasses, settings: preprocessing });
   let step = startStep;
@@ -212,7 +233,7 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
       step,
       weights: state.weights,
       optimizer: state.optimizer,
-      state: { config: { resnetDepth: depth, imageSize, numClasses } satisfies SavedConfig, input: input.state(), seed, labels },
+      state: { config: { resnetDepth: depth, imageSize, numClasses, initFrom: opts.initFrom } satisfies SavedConfig, input: input.state(), seed, labels },
     });
     emit({ kind: 'checkpoint', step, path: p });
   };
@@ -263,6 +284,7 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
       numClasses,
       resumed: !!ckpt,
       notice: shortRunNotice({ batchSize, trainSteps: opts.trainSteps, numTrainImages, baseLr: opts.baseLearningRate }),
+      ...(transfer ? { transfer: transfer.describe } : {}),
     });
     let interrupted = false;
     let rate = 0;
@@ -308,6 +330,7 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
         step,
         top1: lastEval?.top1,
         dataDir: opts.dataDir,
+        ...(transfer ? { init_from: opts.initFrom, trainable: transfer.plan.trainable, cut_at: transfer.plan.keepHead ? undefined : (transfer.plan.cutAt ?? 'default') } : {}),
       });
       emit({ kind: 'export', step, path: exportPath });
     }

@@ -41,7 +41,14 @@ export interface PreprocessingSettings {
    * such as 28x28 Fashion-MNIST learn better with a larger value.
    */
   minCropArea?: number;
+  /**
+   * Channel order the model takes: 'rgb' (ours, the default) or 'bgr' (Caffe-style models, given by
+   * a pretrained model's preprocessing.json). meanRgb and stddevRgb are in the model's order.
+   */
+  channelOrder?: ChannelOrder;
 }
+
+export type ChannelOrder = 'rgb' | 'bgr';
 
 export function defaultPreprocessing(imageSize: number): PreprocessingSettings {
   const settings: PreprocessingSettings = {
@@ -69,6 +76,9 @@ export function checkSettings(s: PreprocessingSettings): void {
   if (s.minCropArea !== undefined && !(s.minCropArea > 0 && s.minCropArea <= 1)) {
     throw new RangeError(`min crop area must be a fraction in (0, 1], got ${s.minCropArea}`);
   }
+  if (s.channelOrder !== undefined && s.channelOrder !== 'rgb' && s.channelOrder !== 'bgr') {
+    throw new RangeError(`channel order must be "rgb" or "bgr", got "${String(s.channelOrder)}"`);
+  }
   if (s.resize !== 'bicubic' && s.resize !== 'bilinear') {
     throw new RangeError(`resize must be "bicubic" or "bilinear", got "${String(s.resize)}"`);
   }
@@ -85,12 +95,14 @@ export function normalizeInto(pixels: Uint8Array, out: Float32Array, settings: P
   if (out.length !== pixels.length) throw new RangeError(`output holds ${out.length} values, input ${pixels.length}`);
   const [m0, m1, m2] = settings.meanRgb.map(Math.fround) as [number, number, number];
   const [s0, s1, s2] = settings.stddevRgb.map(Math.fround) as [number, number, number];
+  // Output channel c reads input channel c, or 2 - c for BGR.
+  const [c0, c2] = settings.channelOrder === 'bgr' ? [2, 0] : [0, 2];
   // A float32 quotient of float32 operands computed in double and rounded once is exact, and the
   // store into the Float32Array is that rounding.
   for (let i = 0; i < pixels.length; i += 3) {
-    out[i] = Math.fround(pixels[i]! - m0) / s0;
+    out[i] = Math.fround(pixels[i + c0]! - m0) / s0;
     out[i + 1] = Math.fround(pixels[i + 1]! - m1) / s1;
-    out[i + 2] = Math.fround(pixels[i + 2]! - m2) / s2;
+    out[i + 2] = Math.fround(pixels[i + c2]! - m2) / s2;
   }
   return out;
 }

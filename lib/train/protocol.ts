@@ -7,6 +7,7 @@
 import type { ResNetConfig } from '../model';
 import type { PreprocessingSettings } from './preprocessing';
 import type { BackendName } from '../engine/backend';
+import type { TransferPlan } from '../transfer/model';
 
 export interface TensorData {
   name: string;
@@ -29,6 +30,10 @@ export interface ReplicaInit {
   gradSlot: SharedArrayBuffer;
   /** Shared buffer the coordinator writes the averaged gradient into. */
   avgGrad: SharedArrayBuffer;
+  /** --init_from: build the model from this pretrained source instead of a fresh ResNet. */
+  transfer?: TransferPlan;
+  /** Learning-rate multiplier of the transferred backbone's trainable weights. */
+  backboneLrScale?: number;
 }
 
 export type ToReplica =

@@ -14,6 +14,8 @@ import { copyInto } from '../engine/backend';
 import { normalizeInto } from './preprocessing';
 import { weightsFromModel, setModelWeights, optimizerWeights, setOptimizerWeights } from './checkpoint';
 import { exportModel } from '../export';
+import { buildTransferModel } from '../transfer/model';
+import { backboneFiles } from '../transfer/export-files';
 import { UserError } from '../errors';
 import type { ToReplica, FromReplica, ReplicaInit } from './protocol';
 
@@ -30,6 +32,9 @@ interface Replica {
   inPlace: Set<string>;
   /** Replica 0's weight-decay term for the step in progress, computed while the coordinator averages. */
   decayLoss?: number;
+  /** --init_from: learning-rate multipliers of the backbone's weights; the graph backbone an export carries. */
+  lrScale?: Map<string, number>;
+  graphDir?: string;
 }
 
 let replica: Replica | undefined;
@@ -49,7 +54,10 @@ async function handle(msg: ToReplica): Promise<void> {
   switch (msg.kind) {
     case 'init': {
       const choice = await chooseBackend(msg.init.backend, { threads: msg.init.threads });
-      const model = buildResNet(msg.init.model);
+      const transfer = msg.init.transfer ? await buildTransferModel(msg.init.transfer) : undefined;
+      const model = transfer?.model ?? buildResNet(msg.init.model);
+      const scale = msg.init.backboneLrScale ?? 1;
+      const lrScale = transfer && scale !== 1 ? new Map(transfer.backboneWeights.map((n) => [n, scale])) : undefined;
       const trainable: Replica['trainable'] = [];
       let offset = 0;
       for (const w of model.trainableWeights) {
@@ -69,6 +77,8 @@ async function handle(msg: ToReplica): Promise<void> {
         avgGrad: new Float32Array(msg.init.avgGrad),
         decayed: new Set(decayedWeightNames(model)),
         inPlace: new Set(inPlaceUpdatableWeightNames(model)),
+        lrScale,
+        graphDir: transfer?.graphDir,
       };
       post({ kind: 'ready', backend: choice.name, engine: choice.engine, note: choice.note, gradLength: offset, trainable: trainable.map(({ name, shape }) => ({ name, shape })) });
       return;
@@ -105,7 +115,7 @@ async function handle(msg: ToReplica): Promise<void> {
     case 'apply': {
       r.optimizer.setLearningRate(msg.lr);
       // Read the variables now: restoring a checkpoint may have replaced them since the last step.
-      r.optimizer.applyFlat(flatEntries(r.model).entries, r.avgGrad, r.init.weightDecay, r.decayed, r.inPlace);
+      r.optimizer.applyFlat(flatEntries(r.model).entries, r.avgGrad, r.init.weightDecay, r.decayed, r.inPlace, r.lrScale);
       post({ kind: 'applied', id: msg.id, ...(r.decayLoss !== undefined ? { decayLoss: r.decayLoss } : {}) });
       r.decayLoss = undefined;
       return;
@@ -139,7 +149,12 @@ async function handle(msg: ToReplica): Promise<void> {
       return;
     }
     case 'export': {
-      const p = await exportModel(r.model, msg.exportDir, { labels: msg.labels, preprocessing: r.init.preprocessing, meta: msg.meta });
+      const p = await exportModel(r.model, msg.exportDir, {
+        labels: msg.labels,
+        preprocessing: r.init.preprocessing,
+        meta: msg.meta,
+        ...(r.graphDir ? { extraFiles: await backboneFiles(r.graphDir) } : {}),
+      });
       post({ kind: 'exported', id: msg.id, path: p });
       return;
     }
