@@ -10,8 +10,9 @@ export DEBIAN_FRONTEND=noninteractive
 # and, with chromium, the browser smoke test. libdnnl-dev (oneDNN), g++ and make build the native
 # training kernels (native/onednn) during `npm ci`. protobuf-compiler: protoc decodes our TensorBoard
 # event files with TensorFlow's event.proto in the tests (TensorBoard itself needs PyPI).
+# python3-sklearn: the evaluation tests recompute every figure of imgclass evaluate with scikit-learn.
 apt_packages=(jupyter-client jupyter-nbconvert python3-nbclient python3-nbformat jupyter-notebook
-  fonts-dejavu-core dataset-fashion-mnist chromium libdnnl-dev g++ make protobuf-compiler)
+  fonts-dejavu-core dataset-fashion-mnist chromium libdnnl-dev g++ make protobuf-compiler python3-sklearn)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
