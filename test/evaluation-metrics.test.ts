@@ -72,7 +72,7 @@ export function assertAgreesWithSklearn(ours: ReturnType<typeof computeMetrics>,
   assert.deepEqual(m.most_confused.map((p) => p.count), off.map((c) => c.n).sort((a, b) => b - a));
 }
 
-function randomPredictions(seed: number, n: number, classes: number, emptyClass: number): Predictions {
+function randomPredictions(seed: number, n: number, classes: number, emptyClass: number, digits: number): Predictions {
   const rand = mulberry32(seed);
   const labels = Array.from({ length: classes }, (_, i) => `class-${i}`);
   const trueClass: number[] = [];
@@ -80,11 +80,11 @@ function randomPredictions(seed: number, n: number, classes: number, emptyClass:
   for (let i = 0; i < n; i++) {
     let t = Math.floor(rand() * classes);
     if (t === emptyClass) t = (t + 1) % classes;
-    // Logits leaning to the true class, so the figures are neither 0 nor 1; rounded to 2 digits for ties.
+    // Logits leaning to the true class, so the figures are neither 0 nor 1; rounded for ties.
     const logits = labels.map((_, c) => rand() * 3 + (c === t ? 1.5 : 0));
     const e = logits.map(Math.exp);
     const sum = e.reduce((a, b) => a + b, 0);
-    probabilities.push(e.map((v) => Math.round((100 * v) / sum) / 100));
+    probabilities.push(e.map((v) => Math.round((10 ** digits * v) / sum) / 10 ** digits));
     trueClass.push(t);
   }
   return { labels, trueClass, probabilities };
@@ -93,8 +93,8 @@ function randomPredictions(seed: number, n: number, classes: number, emptyClass:
 test('metrics: every figure agrees with scikit-learn within 1e-6 (ties, a class without images, k < classes)', () => {
   const dir = tempDir('imgclass-metrics-');
   try {
-    for (const [seed, n, classes, threshold] of [[1, 300, 7, 0.5], [2, 40, 3, 0.9], [3, 25, 6, 0]] as const) {
-      const p = randomPredictions(seed, n, classes, classes - 1);
+    for (const [seed, n, classes, threshold, digits] of [[1, 300, 7, 0.5, 2], [2, 40, 3, 0.9, 2], [3, 25, 6, 0, 2], [4, 200, 8, 0.3, 1]] as const) {
+      const p = randomPredictions(seed, n, classes, classes - 1, digits);
       const file = path.join(dir, `p${seed}.jsonl`);
       fs.writeFileSync(file, p.trueClass.map((t, i) => JSON.stringify({ true: t, probabilities: p.probabilities[i] })).join('\n') + '\n');
       const ours = computeMetrics(p, threshold);
