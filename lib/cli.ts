@@ -21,6 +21,8 @@ import { runCloudTrainCommand, runTrainStatusCommand } from './cloud/training/co
 import { terminalReporter } from './cloud/report';
 import { runNotebookSuite, stripOutputFiles } from './notebook-suite';
 import { collectParameters, splitParameterArgs } from './runner/command';
+import { runEvaluateCommand } from './evaluation/command';
+import { DEFAULT_THRESHOLD, DEFAULT_GALLERY, type EvalSplit } from './evaluation/run';
 
 export { normalizeFlags };
 
@@ -252,6 +254,27 @@ export function buildProgram(): Command {
     .action((o: CloudFlags & { job: string; pollSeconds: number }) => {
       if (splitBackend(o).backend !== 'gcp') throw new UserError('train-status follows Vertex AI training jobs: pass --backend gcp');
       return runTrainStatusCommand({ project: o.project, region: o.region, dryRun: o.dryRun, job: o.job, pollIntervalMs: o.pollSeconds * 1000 });
+    });
+
+  program
+    .command('evaluate')
+    .description('after section 6: the exported model on the validation or test split: top-1/top-5, per-class precision/recall/F1, confusion, PR curves; saved as evaluation.json beside the model')
+    .requiredOption('--model-dir <dir>', 'export folder (its newest version) or one version folder, local or gs:// (a TensorFlow.js export; gcp SavedModels cannot run here)')
+    .requiredOption('--data-dir <dir>', 'folder with the validation-* (and test-*) shards')
+    .option('--split <name>', 'validation or test', 'validation')
+    .option('--confidence-threshold <p>', 'report top-1 accuracy and coverage of the predictions at least this confident', Number, DEFAULT_THRESHOLD)
+    .option('--gallery-size <n>', 'how many of the most confidently wrong images to keep', wholeNumber(0), DEFAULT_GALLERY)
+    .option('--batch-size <n>', 'images per model call', wholeNumber(1), 32)
+    .option('--engine <name>', 'tensorflow (tfjs-node), onednn, wasm, or cpu; default: the fastest available')
+    .option('--backend <name>', 'local or gcp: either way the model runs on this machine (gs:// paths are read from Cloud Storage)', 'local')
+    .option('--json', 'print one JSON object with every figure', false)
+    .action((o: { modelDir: string; dataDir: string; split: string; confidenceThreshold: number; gallerySize: number; batchSize: number; engine?: string; backend?: string; json: boolean }) => {
+      const { engine } = splitBackend(o);
+      if (o.split !== 'validation' && o.split !== 'test') throw new UserError(`--split "${o.split}" is not known: use validation or test`);
+      return runEvaluateCommand({
+        modelDir: o.modelDir, dataDir: o.dataDir, split: o.split as EvalSplit, threshold: o.confidenceThreshold,
+        gallerySize: o.gallerySize, batchSize: o.batchSize, backend: engine, json: o.json,
+      });
     });
 
   program

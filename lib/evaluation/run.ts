@@ -33,7 +33,8 @@ export interface EvaluateOptions {
   backend?: BackendName;
   /** Write evaluation.json and the predictions file (default true). */
   save?: boolean;
-  onProgress?: (done: number) => void;
+  /** Images evaluated so far, of `total` in the split. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** One confidently wrong image: what it is, what the model said, and how sure it was. */
@@ -98,7 +99,8 @@ async function predictSplit(o: EvaluateOptions): Promise<{ predictions: Predicti
     const probabilities: number[][] = [];
     const records: string[] = [];
     let mistakes: Mistake[] = [];
-    for await (const b of evalBatches({ dataDir: o.dataDir, split: o.split ?? 'validation', imageSize: settings.imageSize, batchSize, settings, numClasses: labels.length, keepEncoded: true })) {
+    let total = 0;
+    for await (const b of evalBatches({ dataDir: o.dataDir, split: o.split ?? 'validation', imageSize: settings.imageSize, batchSize, settings, numClasses: labels.length, keepEncoded: true, onCount: (n) => (total = n) })) {
       const inputs = Array.from({ length: b.size }, (_, i) => normalizeInto(b.images.subarray(i * pixels, (i + 1) * pixels), new Float32Array(pixels), settings));
       classifier.classify(inputs).forEach((probs, i) => {
         const row = Array.from(probs);
@@ -113,7 +115,7 @@ async function predictSplit(o: EvaluateOptions): Promise<{ predictions: Predicti
           if (mistakes.length > 2 * gallerySize) mistakes = topMistakes(mistakes, gallerySize);
         }
       });
-      o.onProgress?.(trueClass.length);
+      o.onProgress?.(trueClass.length, total);
     }
     if (trueClass.length === 0) {
       const split = o.split ?? 'validation';
@@ -138,7 +140,7 @@ export async function evaluateModel(o: EvaluateOptions): Promise<Evaluation> {
   const split = o.split ?? 'validation';
   if (split !== 'validation' && split !== 'test') throw new UserError(`--split "${String(split)}" is not known: use validation or test`);
   const threshold = o.threshold ?? DEFAULT_THRESHOLD;
-  if (!(threshold >= 0 && threshold <= 1)) throw new UserError(`--threshold must be between 0 and 1, got ${threshold}`);
+  if (!(threshold >= 0 && threshold <= 1)) throw new UserError(`--confidence_threshold must be between 0 and 1, got ${threshold}`);
   const run = await predictSplit(o);
   const { metrics, curves } = computeMetrics(run.predictions, threshold);
   const evaluation: Evaluation = {

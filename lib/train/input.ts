@@ -299,6 +299,8 @@ export interface EvalBatchesOptions {
   split?: 'validation' | 'test';
   /** Also hand back each record's encoded image and name (evaluation's gallery of mistakes). */
   keepEncoded?: boolean;
+  /** Told the split's record count once the shards are indexed, before the first batch. */
+  onCount?: (records: number) => void;
 }
 
 interface PendingRecord {
@@ -314,6 +316,7 @@ export async function* evalBatches(opts: EvalBatchesOptions): AsyncGenerator<Bat
   const settings = settingsFor(opts.imageSize, opts.settings);
   positiveInt('batch size', opts.batchSize);
   const index = await indexRecords(await localShards(await findShards(opts.dataDir, opts.split ?? 'validation'), opts.cacheDir));
+  opts.onCount?.(index.size);
   const pixels = settings.imageSize * settings.imageSize * 3;
 
   const decode = async (group: PendingRecord[]): Promise<Batch> => {
