@@ -105,6 +105,7 @@ function printPreprocessResult(r: PreprocessResult): void {
   process.stdout.write(
     `train: ${rep.splits.train.records} records in ${rep.splits.train.shards.length} shard(s); ` +
       `validation: ${rep.splits.validation.records} records in ${rep.splits.validation.shards.length} shard(s); ` +
+      (rep.splits.test ? `test: ${rep.splits.test.records} records in ${rep.splits.test.shards.length} shard(s); ` : '') +
       `skipped ${rep.skipped.length}${re ? `; re-encoded ${re}` : ''}\n` +
       `${r.imagesPerSecond.toFixed(1)} images/s, ${r.seconds.toFixed(1)} s; report: ${r.reportFile}\n`,
   );
@@ -118,7 +119,7 @@ async function runGcpPreprocess(
   const interrupt = interruptSignal();
   try {
     const r = await backend.preprocess({
-      trainCsv: o.trainCsv, validationCsv: o.validationCsv, labelsFile: o.labelsFile, outputDir: o.outputDir,
+      trainCsv: o.trainCsv, validationCsv: o.validationCsv, testCsv: o.testCsv, labelsFile: o.labelsFile, outputDir: o.outputDir,
       numShards: o.numShards, resize: o.resize, workers: o.workers, overwrite: o.overwrite, strict: o.strict,
       maxWorkers: o.maxWorkers, serviceAccount: o.serviceAccount, wait: o.wait,
       signal: interrupt.signal,
@@ -146,7 +147,7 @@ export function buildProgram(): Command {
     .command('make-dataset')
     .description('section 1: train_set.csv, eval_set.csv and labels.txt from a folder of class folders (or one CSV)')
     .option('--images-dir <dir>', 'a folder with one sub-folder of images per class')
-    .option('--csv <file>', 'or: one CSV of path,label rows to split')
+    .option('--csv <file>', 'or: one CSV of path,label rows to split, or an AutoML CSV (ML_USE,GCS_FILE_PATH,LABEL: also writes test_set.csv)')
     .requiredOption('--output-dir <dir>', 'where to write train_set.csv, eval_set.csv, labels.txt')
     .option('--eval-fraction <f>', 'share of each class held out for evaluation', fraction, 0.1)
     .option('--seed <n>', 'seed of the split', wholeNumber(0), 42)
@@ -155,7 +156,7 @@ export function buildProgram(): Command {
       if (!o.imagesDir === !o.csv) throw new UserError('give exactly one of --images_dir or --csv');
       const r = await makeDataset(o);
       for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
-      process.stdout.write(`${formatSummary(r.summary)}\nwrote ${r.trainCsv}, ${r.evalCsv}, ${r.labelsFile}\n`);
+      process.stdout.write(`${formatSummary(r.summary)}\nwrote ${[r.trainCsv, r.evalCsv, r.testCsv, r.labelsFile].filter(Boolean).join(', ')}\n`);
     });
 
   withCloudOptions(
@@ -163,9 +164,10 @@ export function buildProgram(): Command {
       .command('preprocess')
       .description('sections 4 and 5: JPEGs listed in CSVs → TFRecord shards of tf.train.Example (local: all cores; gcp: a Dataflow job)'),
   )
-    .requiredOption('--train-csv <file>', 'CSV of path,label rows for training (gcp: gs://)')
-    .requiredOption('--validation-csv <file>', 'CSV of path,label rows for evaluation (gcp: gs://)')
-    .requiredOption('--labels-file <file>', 'labels.txt, one class per line; its order defines the class index')
+    .requiredOption('--train-csv <file>', 'CSV of path,label rows for training (gcp: gs://); alone: an AutoML CSV, [ML_USE,]GCS_FILE_PATH,LABEL')
+    .option('--validation-csv <file>', 'CSV of path,label rows for evaluation (gcp: gs://); leave out for an AutoML CSV')
+    .option('--test-csv <file>', 'local: CSV of path,label rows held out as the test split (test-* shards), never trained on')
+    .option('--labels-file <file>', 'labels.txt, one class per line; its order defines the class index (default: derived from the rows, written beside the shards)')
     .requiredOption('--output-dir <dir>', 'where train-*-of-* and validation-*-of-* shards go (local or gs://; gcp: gs://)')
     .option('--num-shards <n>', 'shards per split (default: about 1,024 images a shard)', wholeNumber(1))
     .option('--resize <px>', 'local: cap on the longest side; default 0 keeps the original JPEG bytes', wholeNumber(0), 0)
@@ -179,7 +181,7 @@ export function buildProgram(): Command {
     .option('--cancel-on-interrupt', 'gcp: Ctrl-C cancels the job without asking (default: ask on a terminal, else leave it running)', false)
     .action(async (o: CloudFlags & {
       projectId?: string;
-      trainCsv: string; validationCsv: string; labelsFile: string; outputDir: string;
+      trainCsv: string; validationCsv?: string; testCsv?: string; labelsFile?: string; outputDir: string;
       numShards?: number; resize: number; workers?: number; overwrite: boolean; strict: boolean;
       maxWorkers?: number; serviceAccount?: string; wait: boolean; cancelOnInterrupt: boolean;
     }) => {
