@@ -297,6 +297,8 @@ export interface LocalPreprocessInputs extends PreprocessInputs {
  * CSV whose ML_USE column places each row; labels.txt given, or derived from the rows.
  */
 export async function readLocalPreprocessInputs(opts: Pick<PreprocessOptions, 'trainCsv' | 'validationCsv' | 'testCsv' | 'labelsFile' | 'seed'>): Promise<LocalPreprocessInputs> {
+  // labels.txt first, as the codelab's form always read it: a missing file is the first complaint.
+  const givenLabels = opts.labelsFile !== undefined ? await readLabels(opts.labelsFile) : undefined;
   let train: LabeledImage[];
   let validation: LabeledImage[];
   let test: LabeledImage[] = [];
@@ -314,7 +316,7 @@ export async function readLocalPreprocessInputs(opts: Pick<PreprocessOptions, 't
     for (const r of read) warnings.push(...r.warnings);
   }
   const labelsFile = opts.labelsFile;
-  const labels = labelsFile !== undefined ? await readLabels(labelsFile) : deriveLabels([...train, ...validation, ...test]);
+  const labels = givenLabels ?? deriveLabels([...train, ...validation, ...test]);
   const labelsSource = labelsFile ?? `the classes of ${opts.validationCsv === undefined ? opts.trainCsv : 'the CSVs'}`;
   warnings.push(...validateDataset({ train, eval: validation, labels, labelsFile: labelsSource }).warnings);
   if (test.length > 0) {
