@@ -7,32 +7,10 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { computeMetrics, Predictions } from '../lib/evaluation/metrics';
 import { mulberry32 } from '../lib/random';
-import { tempDir, removeDir, REPO_ROOT } from './helpers';
-
-export const SKLEARN_SCRIPT = path.join(REPO_ROOT, 'test/fixtures/sklearn/metrics.py');
-
-export interface SklearnFigures {
-  count: number;
-  top1: number;
-  top5: number;
-  per_class: { precision: number; recall: number; f1: number; support: number }[];
-  confusion: number[][];
-  macro: { precision: number; recall: number; f1: number };
-  weighted: { precision: number; recall: number; f1: number };
-  pr_curves: { precision: number[]; recall: number[]; thresholds: number[] }[];
-  average_precision: (number | null)[];
-  at_threshold: { coverage: number; top1: number | null; answered: number };
-}
-
-/** sklearn's figures for a predictions-<split>.jsonl file. */
-export function sklearnFigures(predictionsFile: string, numClasses: number, threshold: number): SklearnFigures {
-  const r = spawnSync('/usr/bin/python3', [SKLEARN_SCRIPT, predictionsFile, String(numClasses), String(threshold)], { encoding: 'utf8' });
-  assert.equal(r.status, 0, `sklearn check failed (is python3-sklearn installed? scripts/setup.sh installs it): ${r.stderr}`);
-  return JSON.parse(r.stdout) as SklearnFigures;
-}
+import { tempDir, removeDir } from './helpers';
+import { sklearnFigures, SklearnFigures } from './sklearn';
 
 function close(actual: number | null, expected: number | null, what: string): void {
   if (expected === null || actual === null) return assert.equal(actual, expected, what);
