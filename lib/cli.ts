@@ -295,6 +295,7 @@ export function buildProgram(): Command {
     })
     .option('--max-batch <n>', 'most images per request and per model call', wholeNumber(1), DEFAULT_MAX_BATCH)
     .option('--batch-wait-ms <ms>', 'how long a batch waits for images still being decoded (a lone request does not wait)', wholeNumber(0), DEFAULT_BATCH_WAIT_MS)
+    .option('--confidence-threshold <p>', 'predictions less sure than this come back with "labels": null (see imgclass evaluate for the accuracy and coverage at a threshold)', Number)
     .option('--engine <name>', 'tensorflow (tfjs-node), onednn, wasm, or cpu; default: the fastest available')
     .option('--backend <name>', 'deprecated spelling of --engine')
     .action((o: ServeOptions & { engine?: string }) => {
@@ -323,7 +324,8 @@ export function buildProgram(): Command {
       }
       r.predictions.forEach((p, i) => {
         const prob = p.probabilities[p.classes] ?? NaN;
-        process.stdout.write(`${o.image[i]}\t${p.label ?? r.labels[p.classes] ?? `class ${p.classes}`}\t${prob.toFixed(4)}\n`);
+        const name = p.label ?? r.labels[p.classes] ?? `class ${p.classes}`;
+        process.stdout.write(`${o.image[i]}\t${p.belowThreshold ? `unsure (best guess ${name})` : name}\t${prob.toFixed(4)}\n`);
       });
     });
 
