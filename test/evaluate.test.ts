@@ -127,3 +127,13 @@ test('imgclass evaluate: bad input exits 2 with what to do (no test split, a Sav
   assert.equal(r.status, 2);
   assert.match(r.stderr, /holds a TensorFlow SavedModel .*TensorFlow\.js cannot run it/);
 });
+
+test('imgclass train reads train and validation only, and evaluates the held-out test split once at the end', () => {
+  const work = path.join(dir, 'train');
+  const r = spawnSync(process.execPath, [CLI, 'train', '--data_dir', records, '--model_dir', path.join(work, 'model'), '--export_dir', path.join(work, 'export'), '--train_steps', '2', '--image_size', '16', '--train_batch_size', '4', '--workers', '1'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /3 training \/ 5 validation images, 3 classes/, 'the test records are not trained or evaluated on while training');
+  assert.match(r.stdout, /held-out test split, evaluated once:\ntest: 4 images, export version \d+\ntop-1 [\d.]+ %/);
+  const saved = JSON.parse(fs.readFileSync(/saved: (\S+evaluation\.json),/.exec(r.stdout)![1]!, 'utf8')) as EvaluationFile;
+  assert.deepEqual(Object.keys(saved.splits), ['test']);
+});
