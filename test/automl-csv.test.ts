@@ -139,3 +139,26 @@ test('preprocess --train_csv AUTOML.csv alone: train/validation/test shards of r
     removeDir(dir);
   }
 });
+
+test('preprocess --test_csv adds a test split to the codelab\'s two CSVs; without it the outputs are as before', async () => {
+  const dir = tempDir('imgclass-automl-');
+  try {
+    const lines = await images(dir, 4);
+    const byIndex = (keep: (i: number) => boolean): string => lines.filter((_, i) => keep(i % 4)).join('\n') + '\n';
+    fs.writeFileSync(path.join(dir, 'train.csv'), byIndex((i) => i < 2));
+    fs.writeFileSync(path.join(dir, 'eval.csv'), byIndex((i) => i === 2));
+    fs.writeFileSync(path.join(dir, 'test.csv'), byIndex((i) => i === 3) + `${lines[0]}\n`);
+    fs.writeFileSync(path.join(dir, 'labels.txt'), LABELS.join('\n') + '\n');
+    const base = { trainCsv: path.join(dir, 'train.csv'), validationCsv: path.join(dir, 'eval.csv'), labelsFile: path.join(dir, 'labels.txt'), workers: 1 };
+    const r = await preprocess({ ...base, testCsv: path.join(dir, 'test.csv'), outputDir: path.join(dir, 'with') });
+    assert.equal(r.report.splits.test?.records, 4);
+    assert.ok(r.report.warnings.some((w) => /test\.csv:4: .*cat\/0\.jpg is also in training .*test accuracy will be overstated/.test(w)), r.report.warnings.join('\n'));
+    assert.ok(fs.existsSync(path.join(dir, 'with', 'test-00000-of-00001')));
+    const plain = await preprocess({ ...base, outputDir: path.join(dir, 'plain') });
+    assert.equal(plain.report.splits.test, undefined);
+    assert.deepEqual(fs.readdirSync(path.join(dir, 'plain')).sort(), ['preprocess_report.json', 'train-00000-of-00001', 'validation-00000-of-00001']);
+    await assert.rejects(preprocess({ trainCsv: base.trainCsv, testCsv: path.join(dir, 'test.csv'), outputDir: path.join(dir, 'x') }), /--test_csv goes with --validation_csv/);
+  } finally {
+    removeDir(dir);
+  }
+});
