@@ -13,6 +13,7 @@ import { exportFixture, inProcessProbabilities, LABELS, ServingFixture } from '.
 import { preprocess } from '../lib/preprocess';
 import { evaluateModel, EvaluationFile } from '../lib/evaluation/run';
 import { sklearnFigures } from './sklearn';
+import { useFakeGcs } from './fake-gcs';
 
 const dir = tempDir('imgclass-evaluate-');
 let fixture: ServingFixture;
@@ -136,4 +137,29 @@ test('imgclass train reads train and validation only, and evaluates the held-out
   assert.match(r.stdout, /held-out test split, evaluated once:\ntest: 4 images, export version \d+\ntop-1 [\d.]+ %/);
   const saved = JSON.parse(fs.readFileSync(/saved: (\S+evaluation\.json),/.exec(r.stdout)![1]!, 'utf8')) as EvaluationFile;
   assert.deepEqual(Object.keys(saved.splits), ['test']);
+});
+
+test('evaluate a gs:// export on gs:// shards (the gcp path: the model runs here), evaluation.json written beside it', async () => {
+  const fake = await useFakeGcs('imgclass-eval');
+  try {
+    const upload = (local: string, prefix: string): void => {
+      for (const f of fs.readdirSync(local, { recursive: true }) as string[]) {
+        const full = path.join(local, f);
+        if (fs.statSync(full).isFile() && !f.startsWith('.')) fake.put('imgclass-eval', `${prefix}/${f}`, fs.readFileSync(full));
+      }
+    };
+    upload(fixture.exportDir, 'export');
+    upload(records, 'records');
+    const local = await evaluateModel({ modelDir: fixture.exportDir, dataDir: records, split: 'test', save: false });
+    const remote = await evaluateModel({ modelDir: 'gs://imgclass-eval/export', dataDir: 'gs://imgclass-eval/records', split: 'test' });
+    assert.deepEqual(remote.confusion, local.confusion);
+    assert.equal(remote.top1, local.top1);
+    const version = path.basename(fixture.versionDir);
+    assert.equal(remote.files.evaluation, `gs://imgclass-eval/export/${version}/evaluation.json`);
+    const saved = JSON.parse(fake.get('imgclass-eval', `export/${version}/evaluation.json`)!.toString()) as EvaluationFile;
+    assert.equal(saved.splits.test!.top1, local.top1);
+    assert.ok(fake.get('imgclass-eval', `export/${version}/predictions-test.jsonl`));
+  } finally {
+    await fake.done();
+  }
 });
