@@ -9,7 +9,8 @@ import { confusionMatrix } from '../charts/specs';
 import { perClassTable, precisionRecallCurves, mistakesGallery, GalleryItem } from '../charts/evaluation-specs';
 import { evaluateModel, formatEvaluation, refuseSavedModel, Evaluation, EvalSplit, DEFAULT_THRESHOLD, DEFAULT_GALLERY } from '../evaluation/run';
 import { listShards } from '../train/records';
-import { UserError } from '../errors';
+import { UserError, errorMessage } from '../errors';
+import { notebookProgress } from '../notebook-progress';
 import type { Settings } from './settings';
 
 export interface EvaluateParameters {
@@ -36,13 +37,22 @@ export async function evaluateTrained(s: Settings, p: EvaluateParameters = {}): 
     }
     throw err;
   }
-  const evaluation = await evaluateModel({
-    modelDir: s.paths.export,
-    dataDir: s.paths.tfrecords,
-    split,
-    threshold: p.confidence_threshold ?? DEFAULT_THRESHOLD,
-    gallerySize: p.gallery_size ?? DEFAULT_GALLERY,
-  });
+  const bar = notebookProgress(`evaluate (${split})`);
+  let evaluation: Evaluation;
+  try {
+    evaluation = await evaluateModel({
+      modelDir: s.paths.export,
+      dataDir: s.paths.tfrecords,
+      split,
+      threshold: p.confidence_threshold ?? DEFAULT_THRESHOLD,
+      gallerySize: p.gallery_size ?? DEFAULT_GALLERY,
+      onProgress: (done, total) => bar.update(done, total),
+    });
+  } catch (err) {
+    bar.finish(`failed: ${errorMessage(err).split('\n')[0]}`);
+    throw err;
+  }
+  bar.finish(`${evaluation.count} images`);
   return { evaluation };
 }
 
