@@ -22,6 +22,8 @@ import { runCloudTrainCommand, runTrainStatusCommand } from './cloud/training/co
 import { terminalReporter } from './cloud/report';
 import { runNotebookSuite, stripOutputFiles } from './notebook-suite';
 import { collectParameters, splitParameterArgs } from './runner/command';
+import { runEvaluateCommand } from './evaluation/command';
+import { DEFAULT_THRESHOLD, DEFAULT_GALLERY, type EvalSplit } from './evaluation/run';
 
 export { normalizeFlags };
 
@@ -115,6 +117,7 @@ function printPreprocessResult(r: PreprocessResult): void {
   process.stdout.write(
     `train: ${rep.splits.train.records} records in ${rep.splits.train.shards.length} shard(s); ` +
       `validation: ${rep.splits.validation.records} records in ${rep.splits.validation.shards.length} shard(s); ` +
+      (rep.splits.test ? `test: ${rep.splits.test.records} records in ${rep.splits.test.shards.length} shard(s); ` : '') +
       `skipped ${rep.skipped.length}${re ? `; re-encoded ${re}` : ''}\n` +
       `${r.imagesPerSecond.toFixed(1)} images/s, ${r.seconds.toFixed(1)} s; report: ${r.reportFile}\n`,
   );
@@ -128,7 +131,7 @@ async function runGcpPreprocess(
   const interrupt = interruptSignal();
   try {
     const r = await backend.preprocess({
-      trainCsv: o.trainCsv, validationCsv: o.validationCsv, labelsFile: o.labelsFile, outputDir: o.outputDir,
+      trainCsv: o.trainCsv, validationCsv: o.validationCsv, testCsv: o.testCsv, labelsFile: o.labelsFile, outputDir: o.outputDir,
       numShards: o.numShards, resize: o.resize, workers: o.workers, overwrite: o.overwrite, strict: o.strict,
       maxWorkers: o.maxWorkers, serviceAccount: o.serviceAccount, wait: o.wait,
       signal: interrupt.signal,
@@ -156,7 +159,7 @@ export function buildProgram(): Command {
     .command('make-dataset')
     .description('section 1: train_set.csv, eval_set.csv and labels.txt from a folder of class folders (or one CSV)')
     .option('--images-dir <dir>', 'a folder with one sub-folder of images per class')
-    .option('--csv <file>', 'or: one CSV of path,label rows to split')
+    .option('--csv <file>', 'or: one CSV of path,label rows to split, or an AutoML CSV (ML_USE,GCS_FILE_PATH,LABEL: also writes test_set.csv)')
     .requiredOption('--output-dir <dir>', 'where to write train_set.csv, eval_set.csv, labels.txt')
     .option('--eval-fraction <f>', 'share of each class held out for evaluation', fraction, 0.1)
     .option('--seed <n>', 'seed of the split', wholeNumber(0), 42)
@@ -165,7 +168,7 @@ export function buildProgram(): Command {
       if (!o.imagesDir === !o.csv) throw new UserError('give exactly one of --images_dir or --csv');
       const r = await makeDataset(o);
       for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
-      process.stdout.write(`${formatSummary(r.summary)}\nwrote ${r.trainCsv}, ${r.evalCsv}, ${r.labelsFile}\n`);
+      process.stdout.write(`${formatSummary(r.summary)}\nwrote ${[r.trainCsv, r.evalCsv, r.testCsv, r.labelsFile].filter(Boolean).join(', ')}\n`);
     });
 
   withCloudOptions(
@@ -173,9 +176,10 @@ export function buildProgram(): Command {
       .command('preprocess')
       .description('sections 4 and 5: JPEGs listed in CSVs → TFRecord shards of tf.train.Example (local: all cores; gcp: a Dataflow job)'),
   )
-    .requiredOption('--train-csv <file>', 'CSV of path,label rows for training (gcp: gs://)')
-    .requiredOption('--validation-csv <file>', 'CSV of path,label rows for evaluation (gcp: gs://)')
-    .requiredOption('--labels-file <file>', 'labels.txt, one class per line; its order defines the class index')
+    .requiredOption('--train-csv <file>', 'CSV of path,label rows for training (gcp: gs://); alone: an AutoML CSV, [ML_USE,]GCS_FILE_PATH,LABEL')
+    .option('--validation-csv <file>', 'CSV of path,label rows for evaluation (gcp: gs://); leave out for an AutoML CSV')
+    .option('--test-csv <file>', 'local: CSV of path,label rows held out as the test split (test-* shards), never trained on')
+    .option('--labels-file <file>', 'labels.txt, one class per line; its order defines the class index (default: derived from the rows, written beside the shards)')
     .requiredOption('--output-dir <dir>', 'where train-*-of-* and validation-*-of-* shards go (local or gs://; gcp: gs://)')
     .option('--num-shards <n>', 'shards per split (default: about 1,024 images a shard)', wholeNumber(1))
     .option('--resize <px>', 'local: cap on the longest side; default 0 keeps the original JPEG bytes', wholeNumber(0), 0)
@@ -189,7 +193,7 @@ export function buildProgram(): Command {
     .option('--cancel-on-interrupt', 'gcp: Ctrl-C cancels the job without asking (default: ask on a terminal, else leave it running)', false)
     .action(async (o: CloudFlags & {
       projectId?: string;
-      trainCsv: string; validationCsv: string; labelsFile: string; outputDir: string;
+      trainCsv: string; validationCsv?: string; testCsv?: string; labelsFile?: string; outputDir: string;
       numShards?: number; resize: number; workers?: number; overwrite: boolean; strict: boolean;
       maxWorkers?: number; serviceAccount?: string; wait: boolean; cancelOnInterrupt: boolean;
     }) => {
@@ -273,6 +277,27 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('evaluate')
+    .description('after section 6: the exported model on the validation or test split: top-1/top-5, per-class precision/recall/F1, confusion, PR curves; saved as evaluation.json beside the model')
+    .requiredOption('--model-dir <dir>', 'export folder (its newest version) or one version folder, local or gs:// (a TensorFlow.js export; gcp SavedModels cannot run here)')
+    .requiredOption('--data-dir <dir>', 'folder with the validation-* (and test-*) shards')
+    .option('--split <name>', 'validation or test', 'validation')
+    .option('--confidence-threshold <p>', 'report top-1 accuracy and coverage of the predictions at least this confident', Number, DEFAULT_THRESHOLD)
+    .option('--gallery-size <n>', 'how many of the most confidently wrong images to keep', wholeNumber(0), DEFAULT_GALLERY)
+    .option('--batch-size <n>', 'images per model call', wholeNumber(1), 32)
+    .option('--engine <name>', 'tensorflow (tfjs-node), onednn, wasm, or cpu; default: the fastest available')
+    .option('--backend <name>', 'local or gcp: either way the model runs on this machine (gs:// paths are read from Cloud Storage)', 'local')
+    .option('--json', 'print one JSON object with every figure', false)
+    .action((o: { modelDir: string; dataDir: string; split: string; confidenceThreshold: number; gallerySize: number; batchSize: number; engine?: string; backend?: string; json: boolean }) => {
+      const { engine } = splitBackend(o);
+      if (o.split !== 'validation' && o.split !== 'test') throw new UserError(`--split "${o.split}" is not known: use validation or test`);
+      return runEvaluateCommand({
+        modelDir: o.modelDir, dataDir: o.dataDir, split: o.split as EvalSplit, threshold: o.confidenceThreshold,
+        gallerySize: o.gallerySize, batchSize: o.batchSize, backend: engine, json: o.json,
+      });
+    });
+
+  program
     .command('serve')
     .description('section 7, locally: serve an exported model over TensorFlow Serving\'s REST API until Ctrl-C / SIGTERM, with a web page for it at /')
     .addHelpText('after', SERVE_ROUTES_HELP)
@@ -289,6 +314,7 @@ export function buildProgram(): Command {
     })
     .option('--max-batch <n>', 'most images per request and per model call', wholeNumber(1), DEFAULT_MAX_BATCH)
     .option('--batch-wait-ms <ms>', 'how long a batch waits for images still being decoded (a lone request does not wait)', wholeNumber(0), DEFAULT_BATCH_WAIT_MS)
+    .option('--confidence-threshold <p>', 'predictions less sure than this come back with "labels": null (see imgclass evaluate for the accuracy and coverage at a threshold)', Number)
     .option('--engine <name>', 'tensorflow (tfjs-node), onednn, wasm, or cpu; default: the fastest available')
     .option('--backend <name>', 'deprecated spelling of --engine')
     .action((o: ServeOptions & { engine?: string }) => {
@@ -317,7 +343,8 @@ export function buildProgram(): Command {
       }
       r.predictions.forEach((p, i) => {
         const prob = p.probabilities[p.classes] ?? NaN;
-        process.stdout.write(`${o.image[i]}\t${p.label ?? r.labels[p.classes] ?? `class ${p.classes}`}\t${prob.toFixed(4)}\n`);
+        const name = p.label ?? r.labels[p.classes] ?? `class ${p.classes}`;
+        process.stdout.write(`${o.image[i]}\t${p.belowThreshold ? `unsure (best guess ${name})` : name}\t${prob.toFixed(4)}\n`);
       });
     });
 

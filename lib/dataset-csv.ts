@@ -122,38 +122,41 @@ export class WarningList {
   }
 }
 
+/** A CSV's records after decoding and parsing, the optional header line dropped; no records is an error. */
+export async function readCsvRecords(csvPath: string, isHeaderLine: (fields: string[]) => boolean = isHeader): Promise<ParsedRecord[]> {
+  const text = decodeUtf8(await storage.readFile(csvPath), csvPath);
+  const records = parseRecords(text, csvPath);
+  if (records.length > 0 && isHeaderLine(records[0]!.fields)) records.shift();
+  if (records.length === 0) {
+    throw new UserError(`${csvPath} has no rows; expected one image per line, like "daisy/123.jpg,daisy"`);
+  }
+  return records;
+}
+
+export type { ParsedRecord as CsvRecord };
+
 /**
- * Read a `path,label` CSV. An optional header line `filename,label` (or `path,label`, `image,label`,
- * any case) is skipped. Relative paths are resolved against the CSV's folder.
- *
+ * The checks every `path,label` pair of a CSV gets, with duplicates detected across the file:
  * Spaces around a label are trimmed with a warning rather than rejected: they are almost always an
  * editing accident (`a.jpg, daisy`), "daisy " is never meant as a class of its own, and the trim is
  * unambiguous. Paths are left as written, since a file name may really contain spaces.
  *
  * Exact duplicate rows are dropped with a warning (kept once, so the image isn't weighted double);
- * one path with two different labels is an error, because only the user knows which is right.
+ * one path with two different labels is an error, because only the user knows which is right. So is
+ * one path in two `group`s (an AutoML CSV's TRAINING and TEST): the test split would not be held out.
  */
-export async function readLabeledCsv(csvPath: string): Promise<ReadCsvResult> {
-  const text = decodeUtf8(await storage.readFile(csvPath), csvPath);
-  const records = parseRecords(text, csvPath);
-  if (records.length > 0 && isHeader(records[0]!.fields)) records.shift();
-  if (records.length === 0) {
-    throw new UserError(`${csvPath} has no rows; expected one image per line, like "daisy/123.jpg,daisy"`);
+export class LabeledRowChecker {
+  readonly warnings = new WarningList();
+  private readonly seen = new Map<string, LabeledImage & { group?: string }>();
+  private readonly base: string;
+
+  constructor(private readonly csvPath: string) {
+    this.base = storage.dirName(csvPath);
   }
-  const base = storage.dirName(csvPath);
-  const warnings = new WarningList();
-  const rows: LabeledImage[] = [];
-  const seen = new Map<string, LabeledImage>();
-  for (const { fields, line } of records) {
-    const at = where(csvPath, line);
-    if (fields.length !== 2) {
-      const hint =
-        fields.length > 2
-          ? '; a path or label containing a comma must be renamed (the TensorFlow pipeline splits lines on commas)'
-          : '; each line must be "path,label"';
-      throw new UserError(`${at}: expected 2 fields (path,label), got ${fields.length}${hint}`);
-    }
-    const [rawPath, rawLabel] = fields as [string, string];
+
+  /** The checked row, or undefined for a duplicate (warned about). */
+  add(rawPath: string, rawLabel: string, line: number, group?: string): LabeledImage | undefined {
+    const at = where(this.csvPath, line);
     if (/[\r\n]/.test(rawPath) || /[\r\n]/.test(rawLabel)) {
       throw new UserError(`${at}: a quoted field spans several lines; put each image on one line`);
     }
@@ -170,22 +173,47 @@ export async function readLabeledCsv(csvPath: string): Promise<ReadCsvResult> {
         `${at}: label "${label}" contains a comma; rename the class (the TensorFlow pipeline splits lines on commas)`,
       );
     }
-    if (label !== rawLabel) warnings.add('labels with spaces trimmed', `${at}: label "${rawLabel}" has spaces around it; using "${label}"`);
-    const row: LabeledImage = { path: storage.resolvePath(base, rawPath), label, source: csvPath, line };
-    const prev = seen.get(row.path);
+    if (label !== rawLabel) this.warnings.add('labels with spaces trimmed', `${at}: label "${rawLabel}" has spaces around it; using "${label}"`);
+    const row: LabeledImage = { path: storage.resolvePath(this.base, rawPath), label, source: this.csvPath, line };
+    const prev = this.seen.get(row.path);
     if (prev) {
       if (prev.label !== label) {
         throw new UserError(
           `${at}: ${rawPath} is labelled "${label}", but line ${prev.line} labels it "${prev.label}"; keep one of the two lines`,
         );
       }
-      warnings.add('duplicate rows', `${at}: duplicate of line ${prev.line} (${rawPath},${label}); using it once`);
-      continue;
+      if (prev.group !== group) {
+        throw new UserError(`${at}: ${rawPath} is in ${group}, but line ${prev.line} puts it in ${prev.group}; an image belongs to one split: keep one of the two lines`);
+      }
+      this.warnings.add('duplicate rows', `${at}: duplicate of line ${prev.line} (${rawPath},${label}); using it once`);
+      return undefined;
     }
-    seen.set(row.path, row);
-    rows.push(row);
+    this.seen.set(row.path, { ...row, group });
+    return row;
   }
-  return { rows, warnings: warnings.done() };
+}
+
+/**
+ * Read a `path,label` CSV. An optional header line `filename,label` (or `path,label`, `image,label`,
+ * any case) is skipped. Relative paths are resolved against the CSV's folder. Rows are checked by
+ * LabeledRowChecker.
+ */
+export async function readLabeledCsv(csvPath: string): Promise<ReadCsvResult> {
+  const records = await readCsvRecords(csvPath);
+  const checker = new LabeledRowChecker(csvPath);
+  const rows: LabeledImage[] = [];
+  for (const { fields, line } of records) {
+    if (fields.length !== 2) {
+      const hint =
+        fields.length > 2
+          ? '; a path or label containing a comma must be renamed (the TensorFlow pipeline splits lines on commas)'
+          : '; each line must be "path,label"';
+      throw new UserError(`${where(csvPath, line)}: expected 2 fields (path,label), got ${fields.length}${hint}`);
+    }
+    const row = checker.add(fields[0]!, fields[1]!, line);
+    if (row) rows.push(row);
+  }
+  return { rows, warnings: checker.warnings.done() };
 }
 
 /** The path as written into a CSV: relative to `relativeTo` when both are local and it lies inside. */

@@ -74,3 +74,24 @@ export function splitStratified(rows: LabeledImage[], opts: SplitOptions = {}): 
   rows.forEach((r, i) => (isEval[i] ? evalRows : train).push(r));
   return { train, eval: evalRows };
 }
+
+export interface ThreeWaySplit {
+  train: LabeledImage[];
+  validation: LabeledImage[];
+  test: LabeledImage[];
+}
+
+/**
+ * Train / validation / test per class, each held-out share `fraction` of the class (0.1 each: the
+ * usual 80/10/10). The test share is drawn first with `seed`, validation from the rest with seed + 1,
+ * each as splitStratified draws (so every class with 3 images or more is in all three).
+ */
+export function splitThreeWay(rows: LabeledImage[], opts: { fraction?: number; seed?: number } = {}): ThreeWaySplit {
+  const fraction = opts.fraction ?? 0.1;
+  const seed = opts.seed ?? 42;
+  if (!(fraction >= 0 && fraction < 0.5)) throw new UserError(`held-out fraction must be at least 0 and below 0.5 (e.g. 0.1), got ${fraction}`);
+  const first = splitStratified(rows, { evalFraction: fraction, seed });
+  // fraction of the whole is fraction / (1 - fraction) of what is left.
+  const second = splitStratified(first.train, { evalFraction: fraction / (1 - fraction), seed: seed + 1 });
+  return { train: second.train, validation: second.eval, test: first.eval };
+}

@@ -10,15 +10,19 @@ import { readLabeledCsv, where, writeCsv, WarningList, type LabeledImage } from 
 import { deriveLabels, writeLabels } from './dataset-labels';
 import { splitStratified } from './dataset-split';
 import { csvFromFolders } from './dataset-folders';
+import { hasMlUseColumn, readAutoMlCsv } from './dataset-automl';
 
 export * from './dataset-csv';
 export * from './dataset-labels';
 export * from './dataset-split';
 export * from './dataset-folders';
+export * from './dataset-automl';
 
 export const TRAIN_CSV = 'train_set.csv';
 export const EVAL_CSV = 'eval_set.csv';
 export const LABELS_FILE = 'labels.txt';
+/** Written only from an AutoML CSV with TEST (or UNASSIGNED) rows. */
+export const TEST_CSV = 'test_set.csv';
 
 /** Most rows listed in one error before the rest are counted. */
 const MAX_LISTED = 5;
@@ -146,6 +150,8 @@ export interface MakeDatasetResult {
   trainCsv: string;
   evalCsv: string;
   labelsFile: string;
+  /** test_set.csv, when an AutoML CSV gave test rows. */
+  testCsv?: string;
   summary: DatasetSummary;
   warnings: string[];
 }
@@ -166,14 +172,17 @@ export async function makeDataset(opts: MakeDatasetOptions): Promise<MakeDataset
   const trainCsv = storage.joinPath(opts.outputDir, TRAIN_CSV);
   const evalCsv = storage.joinPath(opts.outputDir, EVAL_CSV);
   const labelsFile = storage.joinPath(opts.outputDir, LABELS_FILE);
+  const testCsv = storage.joinPath(opts.outputDir, TEST_CSV);
+  const autoMl = opts.csv !== undefined && (await hasMlUseColumn(opts.csv));
   if (!opts.overwrite) {
-    for (const f of [trainCsv, evalCsv, labelsFile]) {
+    for (const f of [trainCsv, evalCsv, labelsFile, ...(autoMl ? [testCsv] : [])]) {
       if (await storage.exists(f)) {
         throw new UserError(`${f} already exists; pass --overwrite (overwrite: true) to replace it`);
       }
     }
   }
 
+  if (autoMl) return makeDatasetFromAutoMl(opts.csv!, { trainCsv, evalCsv, labelsFile, testCsv }, evalFraction, opts);
   const source = (opts.imagesDir ?? opts.csv)!;
   const read = opts.imagesDir !== undefined
     ? { rows: await csvFromFolders(opts.imagesDir), warnings: [] as string[] }
@@ -198,5 +207,37 @@ export async function makeDataset(opts: MakeDatasetOptions): Promise<MakeDataset
     labelsFile,
     summary: summarize(split, labels),
     warnings: [...read.warnings, ...checked.warnings],
+  };
+}
+
+/**
+ * make-dataset from an AutoML CSV with the ML_USE column: its TRAINING/VALIDATION/TEST rows go where
+ * they say, UNASSIGNED rows are split with `evalFraction` each for validation and test (80/10/10).
+ */
+async function makeDatasetFromAutoMl(
+  csv: string,
+  out: { trainCsv: string; evalCsv: string; labelsFile: string; testCsv: string },
+  evalFraction: number,
+  opts: MakeDatasetOptions,
+): Promise<MakeDatasetResult> {
+  if (evalFraction >= 0.5) throw new UserError(`--eval_fraction ${evalFraction} is taken twice (validation and test) from UNASSIGNED rows; use less than 0.5`);
+  const read = await readAutoMlCsv(csv, { heldOutFraction: evalFraction, seed: opts.seed });
+  const labels = deriveLabels([...read.train, ...read.validation, ...read.test]);
+  if (labels.length < 2) throw new UserError(`${csv} has only one class ("${labels[0]}"); a classifier needs images of at least 2 classes`);
+  const checked = validateDataset({ train: read.train, eval: read.validation, labels, labelsFile: out.labelsFile });
+  const testChecked = read.test.length > 0 ? validateDataset({ train: read.train, eval: read.test, labels, labelsFile: out.labelsFile }) : { warnings: [] };
+  await storage.makeDir(opts.outputDir);
+  await writeCsv(out.trainCsv, read.train, { overwrite: opts.overwrite });
+  await writeCsv(out.evalCsv, read.validation, { overwrite: opts.overwrite });
+  if (read.test.length > 0) await writeCsv(out.testCsv, read.test, { overwrite: opts.overwrite });
+  await writeLabels(out.labelsFile, labels, { overwrite: opts.overwrite });
+  return {
+    trainCsv: out.trainCsv,
+    evalCsv: out.evalCsv,
+    labelsFile: out.labelsFile,
+    ...(read.test.length > 0 ? { testCsv: out.testCsv } : {}),
+    summary: summarize({ train: read.train, eval: read.validation }, labels),
+    // The test split's own warnings: only leakage (its classes are not expected to be complete).
+    warnings: [...read.warnings, ...checked.warnings, ...testChecked.warnings.filter((w) => w.includes('also in training'))],
   };
 }

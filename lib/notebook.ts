@@ -43,6 +43,8 @@ export { train } from './train';
 export { readMetrics } from './train/metrics';
 export { trainWithLiveChart, formatTrainResult, showTrainingCurves, evaluateExport, showConfusion, tensorboardHint } from './steps/train';
 export { confusionMatrixOfExport, formatConfusion } from './evaluate';
+export { evaluateTrained, showEvaluation } from './steps/evaluate';
+export { evaluateModel, formatEvaluation } from './evaluation/run';
 
 // Sections 7 and 8: deploying and predicting.
 export { loadExport } from './export';

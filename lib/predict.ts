@@ -50,6 +50,8 @@ export interface Prediction {
   label?: string;
   probabilities: number[];
   key?: string;
+  /** The server (imgclass serve --confidence_threshold) sent "labels": null: too unsure to name a class. */
+  belowThreshold?: true;
 }
 
 export interface PredictResult {
@@ -198,6 +200,7 @@ function toPrediction(p: unknown, i: number, url: string): Prediction {
   // The server sends the class name as "labels" (one string, as the codelab's output names it).
   const label = o.labels ?? o.label;
   if (typeof label === 'string') out.label = label;
+  if (o.labels === null) out.belowThreshold = true;
   if (o.key !== undefined) out.key = String(o.key);
   return out;
 }

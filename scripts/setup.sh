@@ -11,8 +11,9 @@ export DEBIAN_FRONTEND=noninteractive
 # driven by playwright-core from npm, which downloads no browser). libdnnl-dev (oneDNN), g++ and make build the native
 # training kernels (native/onednn) during `npm ci`. protobuf-compiler: protoc decodes our TensorBoard
 # event files with TensorFlow's event.proto in the tests (TensorBoard itself needs PyPI).
+# python3-sklearn: the evaluation tests recompute every figure of imgclass evaluate with scikit-learn.
 apt_packages=(jupyter-client jupyter-nbconvert python3-nbclient python3-nbformat jupyter-notebook
-  fonts-dejavu-core dataset-fashion-mnist chromium libdnnl-dev g++ make protobuf-compiler)
+  fonts-dejavu-core dataset-fashion-mnist chromium libdnnl-dev g++ make protobuf-compiler python3-sklearn)
 missing=()
 for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -443,7 +443,8 @@ test('notebook 06 runs headless with backend gcp against the fake: job, live cur
   assert.match(o.text, /trainer image: us-central1-docker\.pkg\.dev\/imgclass-test\/imgclass\/trainer:given \(--trainer_image; not built\)/);
   assert.match(o.text, /training job \d+: SUCCEEDED/);
   assert.match(o.text, new RegExp(`export for serving: ${work}/export/${version}`));
-  assert.match(o.text, /no confusion matrix here/);
+  assert.match(o.text, /no evaluation: a Cloud TPU run exports a TensorFlow SavedModel, which TensorFlow\.js does not run/);
+  assert.match(o.text, /no evaluation: no test split in /);
   const nb = JSON.parse(fs.readFileSync(out, 'utf8')) as { cells: Array<{ outputs?: Array<{ output_type: string; data?: Record<string, unknown> }> }> };
   const charts = nb.cells.flatMap((c) => c.outputs ?? []).filter((x) => x.data && 'application/vnd.vegalite.v5+json' in x.data);
   assert.ok(charts.length >= 1, 'the training curves were drawn');

@@ -125,6 +125,15 @@ test('all eight notebooks run headless on data-samples (local backend); the serv
   const titles = displays(nbs.get('06-train.ipynb')!).map((d) => String(d['text/plain']));
   assert.ok(titles.some((t) => t.includes('Loss / Eval accuracy')) && titles.some((t) => t.includes('Training')), titles.join(' | '));
   assert.ok(titles.some((t) => t.includes('Confusion matrix')));
+  // 06: the evaluation of the export on the validation split (the sample data has no test split).
+  for (const t of ['Per class (validation', 'Precision–recall per class (validation']) assert.ok(titles.some((x) => x.includes(t)), `${t} in ${titles.join(' | ')}`);
+  const nb06 = stdout(nbs.get('06-train.ipynb')!);
+  assert.match(nb06, /validation: \d+ images, export version \d+\ntop-1 [\d.]+ %, top-5 [\d.]+ %/);
+  assert.ok(/no mistakes to show/.test(nb06) || titles.some((t) => t.includes('Most confidently wrong')), 'the gallery of mistakes');
+  assert.match(nb06, /no evaluation: no test split in /);
+  const evaluation = JSON.parse(fs.readFileSync(/saved: (\S+evaluation\.json),/.exec(nb06)![1]!, 'utf8')) as { threshold: number; splits: Record<string, { top1: number }> };
+  assert.equal(evaluation.threshold, 0.5);
+  assert.ok(evaluation.splits.validation!.top1 >= 0);
   assert.match(stdout(nbs.get('06-train.ipynb')!), /trained to step 80 .* top-1 \d+\.\d %/);
   // One name for the engine: the line at the start and the summary at the end.
   const engine = /^engine: (\w+) /m.exec(stdout(nbs.get('06-train.ipynb')!))?.[1];

@@ -15,17 +15,22 @@ import { Piscina } from 'piscina';
 import * as storage from '../storage';
 import { UserError } from '../errors';
 import { lockFolder, withLock, isLockClaim } from '../folder-lock';
-import { readLabeledCsv, readLabels, validateDataset, LabeledImage } from '../dataset';
+import { readLabeledCsv, readLabels, validateDataset, LabeledImage, readAutoMlCsv, deriveLabels, formatLabels, LABELS_FILE } from '../dataset';
 import { TFRecordWriter } from '../tfrecord';
 import { mulberry32, shuffled } from '../random';
-import { shardName, planShards, defaultShardCount, Split } from './shards';
+import { shardName, planShards, defaultShardCount, Split, ShardSplit } from './shards';
 import type { WorkerTask } from './worker';
 import type { ImageRecordResult, ReencodeReason } from './image';
 
 export interface PreprocessOptions {
+  /** The codelab's train_set.csv, or (without validationCsv) an AutoML CSV, `[ML_USE,]GCS_FILE_PATH,LABEL`. */
   trainCsv: string;
-  validationCsv: string;
-  labelsFile: string;
+  /** The codelab's eval_set.csv; leave out for an AutoML CSV, whose ML_USE column says where each row goes. */
+  validationCsv?: string;
+  /** Rows held out as the test split (test-*-of-* shards), never trained on; with validationCsv only. */
+  testCsv?: string;
+  /** labels.txt; when left out, the classes of the rows in code-point order, written beside the shards. */
+  labelsFile?: string;
   outputDir: string;
   /** Shards per split (fewer when a split has fewer rows). Default: about 1,024 records a shard. */
   numShards?: number;
@@ -46,12 +51,12 @@ export interface PreprocessProgress {
   done: number;
   total: number;
   skipped: number;
-  split: Split;
+  split: ShardSplit;
   imagesPerSecond: number;
 }
 
 export interface SkippedRow {
-  split: Split;
+  split: ShardSplit;
   csv: string;
   line: number;
   path: string;
@@ -70,8 +75,11 @@ export interface SplitReport {
 /** What `preprocess_report.json` holds. No times or machine facts: it is as deterministic as the shards. */
 export interface PreprocessReport {
   labels: string[];
-  settings: { resize: number; seed: number; numShards: Record<Split, number> };
-  splits: Record<Split, SplitReport>;
+  settings: { resize: number; seed: number; numShards: Record<Split, number> & { test?: number } };
+  /** test only when there are test rows (an AutoML CSV's, or a --test_csv). */
+  splits: Record<Split, SplitReport> & { test?: SplitReport };
+  /** Where labels.txt came from; absent when --labels_file was given. */
+  labelsDerived?: string;
   reencoded: Partial<Record<ReencodeReason, number>>;
   skipped: SkippedRow[];
   warnings: string[];
@@ -90,7 +98,7 @@ export const REPORT_NAME = 'preprocess_report.json';
 const STAGING_PREFIX = '.imgclass-staging-';
 
 interface Job {
-  split: Split;
+  split: ShardSplit;
   row: LabeledImage;
   labelIndex: number;
 }
@@ -125,19 +133,21 @@ async function preprocessLocked(opts: PreprocessOptions): Promise<PreprocessResu
   let staging: Staging | undefined;
   let writer: TFRecordWriter | undefined;
   try {
-  const { labels, train, validation: evalRows, warnings } = await readPreprocessInputs(opts);
+  const { labels, train, validation: evalRows, test: testRows, warnings, labelsDerived } = await readLocalPreprocessInputs(opts);
   await checkOutputDir(opts.outputDir, !!opts.overwrite);
 
   const labelIndex = new Map(labels.map((l, i) => [l, i]));
-  const splits: Record<Split, LabeledImage[]> = {
+  const splits: Record<ShardSplit, LabeledImage[]> = {
     // Shuffled so each shard mixes every class, as a trainer reading a few shards at a time expects.
     train: shuffled(train, mulberry32(seed)),
     validation: evalRows,
+    test: testRows,
   };
-  const shardCount: Record<Split, number> = {
-    train: planShards(splits.train.length, opts.numShards ?? defaultShardCount(splits.train.length)).length,
-    validation: planShards(splits.validation.length, opts.numShards ?? defaultShardCount(splits.validation.length)).length,
-  };
+  // The test split only when it has rows, so the codelab's two-CSV form writes exactly what it did.
+  const splitNames: ShardSplit[] = testRows.length > 0 ? ['train', 'validation', 'test'] : ['train', 'validation'];
+  const count = (split: ShardSplit): number => planShards(splits[split].length, opts.numShards ?? defaultShardCount(splits[split].length)).length;
+  const shardCount: Record<Split, number> & { test?: number } = { train: count('train'), validation: count('validation') };
+  if (testRows.length > 0) shardCount.test = count('test');
 
   staging = await makeStaging(opts.outputDir);
   const stagingDir = staging.dir;
@@ -146,18 +156,21 @@ async function preprocessLocked(opts: PreprocessOptions): Promise<PreprocessResu
     settings: { resize, seed, numShards: shardCount },
     splits: {
       train: emptySplitReport(opts.trainCsv, splits.train.length, labels),
-      validation: emptySplitReport(opts.validationCsv, splits.validation.length, labels),
+      validation: emptySplitReport(opts.validationCsv ?? opts.trainCsv, splits.validation.length, labels),
+      ...(testRows.length > 0 ? { test: emptySplitReport(opts.testCsv ?? opts.trainCsv, testRows.length, labels) } : {}),
     },
+    ...(labelsDerived ? { labelsDerived } : {}),
     reencoded: {},
     skipped: [],
     warnings,
   };
   const staged: string[] = [];
-    const total = splits.train.length + splits.validation.length;
+    const total = splitNames.reduce((n, split) => n + splits[split].length, 0);
     let done = 0;
-    for (const split of ['train', 'validation'] as const) {
+    for (const split of splitNames) {
       const rows = splits[split];
-      const plan = planShards(rows.length, shardCount[split]);
+      const sr = report.splits[split]!;
+      const plan = planShards(rows.length, shardCount[split]!);
       const jobs: Job[] = rows.map((row) => ({ split, row, labelIndex: labelIndex.get(row.label) as number }));
       let shard = -1;
       await runOrdered(
@@ -170,13 +183,12 @@ async function preprocessLocked(opts: PreprocessOptions): Promise<PreprocessResu
             shard++;
             const name = shardName(split, shard, plan.length);
             staged.push(name);
-            report.splits[split].shards.push(name);
+            sr.shards.push(name);
             writer = await TFRecordWriter.create(path.join(stagingDir, name));
           }
           const job = jobs[i] as Job;
           if (result.ok) {
             await (writer as TFRecordWriter).write(result.example);
-            const sr = report.splits[split];
             sr.records++;
             sr.perClass[job.row.label] = (sr.perClass[job.row.label] ?? 0) + 1;
             if (result.reencoded) report.reencoded[result.reencoded] = (report.reencoded[result.reencoded] ?? 0) + 1;
@@ -186,18 +198,18 @@ async function preprocessLocked(opts: PreprocessOptions): Promise<PreprocessResu
               throw new UserError(`${skip.csv}:${skip.line}: ${skip.path}: ${skip.reason} (--strict: stopping; fix or remove the row, or run without --strict to skip it)`);
             }
             report.skipped.push(skip);
-            report.splits[split].skipped++;
+            sr.skipped++;
           }
           done++;
           opts.onProgress?.({ done, total, skipped: report.skipped.length, split, imagesPerSecond: done / ((Date.now() - started) / 1000) });
         },
       );
       // A split with no rows still gets its (empty) shard, so readers find both splits.
-      while (report.splits[split].shards.length < plan.length) {
+      while (sr.shards.length < plan.length) {
         if (writer) await writer.close();
-        const name = shardName(split, report.splits[split].shards.length, plan.length);
+        const name = shardName(split, sr.shards.length, plan.length);
         staged.push(name);
-        report.splits[split].shards.push(name);
+        sr.shards.push(name);
         writer = await TFRecordWriter.create(path.join(stagingDir, name));
       }
       if (writer) await writer.close();
@@ -205,6 +217,12 @@ async function preprocessLocked(opts: PreprocessOptions): Promise<PreprocessResu
     }
     for (const label of labels) {
       if (!report.splits.train.perClass[label]) report.warnings.push(`class "${label}" has no training records left after skipping unreadable images`);
+    }
+    if (labelsDerived) {
+      await fsp.writeFile(path.join(stagingDir, LABELS_FILE), formatLabels(labels)).catch((err: unknown) => {
+        throw storage.writeError(err, storage.joinPath(opts.outputDir, LABELS_FILE));
+      });
+      staged.push(LABELS_FILE);
     }
     const reportJson = JSON.stringify(report, null, 2) + '\n';
     await fsp.writeFile(path.join(stagingDir, REPORT_NAME), reportJson).catch((err: unknown) => {
@@ -256,7 +274,7 @@ export interface PreprocessInputs {
  * labels.txt and the two CSVs, read and checked against each other: what every backend checks
  * before it converts anything, so a bad row is reported with the same file:line wherever it runs.
  */
-export async function readPreprocessInputs(opts: Pick<PreprocessOptions, 'trainCsv' | 'validationCsv' | 'labelsFile'>): Promise<PreprocessInputs> {
+export async function readPreprocessInputs(opts: { trainCsv: string; validationCsv: string; labelsFile: string }): Promise<PreprocessInputs> {
   const labels = await readLabels(opts.labelsFile);
   const trainCsv = await readLabeledCsv(opts.trainCsv);
   const evalCsv = await readLabeledCsv(opts.validationCsv);
@@ -266,6 +284,47 @@ export async function readPreprocessInputs(opts: Pick<PreprocessOptions, 'trainC
     ...validateDataset({ train: trainCsv.rows, eval: evalCsv.rows, labels, labelsFile: opts.labelsFile }).warnings,
   ];
   return { labels, train: trainCsv.rows, validation: evalCsv.rows, warnings };
+}
+
+export interface LocalPreprocessInputs extends PreprocessInputs {
+  test: LabeledImage[];
+  /** Set when labels.txt was derived from the rows (no labelsFile): what the derivation read. */
+  labelsDerived?: string;
+}
+
+/**
+ * What local preprocessing reads: the codelab's two CSVs (plus an optional test CSV), or one AutoML
+ * CSV whose ML_USE column places each row; labels.txt given, or derived from the rows.
+ */
+export async function readLocalPreprocessInputs(opts: Pick<PreprocessOptions, 'trainCsv' | 'validationCsv' | 'testCsv' | 'labelsFile' | 'seed'>): Promise<LocalPreprocessInputs> {
+  // labels.txt first, as the codelab's form always read it: a missing file is the first complaint.
+  const givenLabels = opts.labelsFile !== undefined ? await readLabels(opts.labelsFile) : undefined;
+  let train: LabeledImage[];
+  let validation: LabeledImage[];
+  let test: LabeledImage[] = [];
+  const warnings: string[] = [];
+  if (opts.validationCsv === undefined) {
+    if (opts.testCsv !== undefined) {
+      throw new UserError('--test_csv goes with --validation_csv (the codelab\'s CSVs); an AutoML CSV given alone as --train_csv places its test rows with its ML_USE column');
+    }
+    const automl = await readAutoMlCsv(opts.trainCsv, { seed: opts.seed });
+    ({ train, validation, test } = automl);
+    warnings.push(...automl.warnings);
+  } else {
+    const read = await Promise.all([opts.trainCsv, opts.validationCsv, ...(opts.testCsv ? [opts.testCsv] : [])].map(readLabeledCsv));
+    [train, validation, test = []] = read.map((r) => r.rows) as [LabeledImage[], LabeledImage[], LabeledImage[]?];
+    for (const r of read) warnings.push(...r.warnings);
+  }
+  const labelsFile = opts.labelsFile;
+  const labels = givenLabels ?? deriveLabels([...train, ...validation, ...test]);
+  const labelsSource = labelsFile ?? `the classes of ${opts.validationCsv === undefined ? opts.trainCsv : 'the CSVs'}`;
+  warnings.push(...validateDataset({ train, eval: validation, labels, labelsFile: labelsSource }).warnings);
+  if (test.length > 0) {
+    // The test split is checked for unknown labels and leakage; a class without test rows is no warning.
+    const t = validateDataset({ train, eval: test, labels, labelsFile: labelsSource }).warnings;
+    warnings.push(...t.filter((w) => w.includes('also in training')).map((w) => w.replace('eval accuracy', 'test accuracy')));
+  }
+  return { labels, train, validation, test, warnings, ...(labelsFile === undefined ? { labelsDerived: labelsSource } : {}) };
 }
 
 function emptySplitReport(csv: string, rows: number, labels: string[]): SplitReport {
@@ -359,7 +418,7 @@ async function makeStagingIn(outputDir: string): Promise<Staging> {
  */
 async function commitStaging(stagingDir: string, outputDir: string, names: string[], overwrite: boolean): Promise<string[]> {
   const old = overwrite
-    ? [...(await storage.glob(storage.joinPath(outputDir, 'train-*'))), ...(await storage.glob(storage.joinPath(outputDir, 'validation-*')))]
+    ? (await Promise.all(['train-*', 'validation-*', 'test-*'].map((g) => storage.glob(storage.joinPath(outputDir, g))))).flat()
     : [];
   const out: string[] = [];
   for (const name of names) {

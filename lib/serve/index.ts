@@ -59,6 +59,11 @@ export interface ServeOptions {
   batchWaitMs?: number;
   /** tfjs backend; default: the fastest available (see engine/backend). */
   backend?: BackendName;
+  /**
+   * A prediction whose top probability is below this comes back with "labels": null (besides its
+   * classes and probabilities), so a caller can tell "don't know" from a guess. Default: none.
+   */
+  confidenceThreshold?: number;
 }
 
 export interface ServerStats {
@@ -119,6 +124,8 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   checkWhole('--port', port, 0);
   if (!(batchWaitMs >= 0 && batchWaitMs <= 10_000)) throw new UserError(`--batch_wait_ms must be between 0 and 10000, got ${batchWaitMs}`);
   if (!opts.loaded && !opts.modelDir) throw new UserError('give the export folder to serve (--model_dir)');
+  const threshold = opts.confidenceThreshold;
+  if (threshold !== undefined && !(threshold >= 0 && threshold <= 1)) throw new UserError(`--confidence_threshold must be between 0 and 1, got ${threshold}`);
 
   const backend = await chooseBackend(opts.backend);
   const loaded = opts.loaded ?? (await loadExport(opts.modelDir!));
@@ -158,7 +165,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const requests = { received: 0, inFlight: 0, ok: 0, failed: 0 };
   const state = { closing: false };
   const handlers = new HandlerCount();
-  const app = buildApp({ modelName, maxBody, maxBatch, classifier, batcher, requests, state, handlers });
+  const app = buildApp({ modelName, maxBody, maxBatch, classifier, batcher, requests, state, handlers, threshold });
 
   try {
     // GET /: the model's web page (page.ts).
@@ -208,6 +215,7 @@ interface AppDeps {
   modelName: string;
   maxBody: number;
   maxBatch: number;
+  threshold?: number;
   classifier: Classifier;
   batcher: Batcher<Float32Array, Float32Array>;
   requests: ServerStats['requests'];
@@ -329,7 +337,8 @@ function buildApp(d: AppDeps): FastifyInstance {
       predictions: probs.map((p, i) => {
         const k = argmax(p);
         const key = instances[i]!.key;
-        return { classes: k, probabilities: Array.from(p), labels: d.classifier.labels[k], ...(key !== undefined ? { key } : {}) };
+        const sure = d.threshold === undefined || p[k]! >= d.threshold;
+        return { classes: k, probabilities: Array.from(p), labels: sure ? d.classifier.labels[k] : null, ...(key !== undefined ? { key } : {}) };
       }),
     };
   };

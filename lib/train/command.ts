@@ -4,6 +4,8 @@
  */
 import { train, TrainEvent, TrainOptions } from './index';
 import { terminalProgress } from '../progress';
+import { evaluateTestSplit } from '../evaluation/test-split';
+import { formatEvaluation } from '../evaluation/run';
 
 export type TrainCommandOptions = Omit<TrainOptions, 'signal' | 'onEvent'>;
 
@@ -62,6 +64,11 @@ export async function runTrainCommand(o: TrainCommandOptions): Promise<void> {
         (r.exportPath ? `; export: ${r.exportPath}` : '') + '\n',
     );
     if (r.interrupted) process.exitCode = 130;
+    else if (r.exportPath) {
+      // Once, at the end: the test split (when the data has one) was never looked at before.
+      const t = await evaluateTestSplit({ modelDir: r.exportPath, dataDir: o.dataDir, backend: o.backend });
+      if (t) process.stdout.write(`held-out test split, evaluated once:\n${formatEvaluation(t)}`);
+    }
   } finally {
     download?.stop();
     bar?.stop();

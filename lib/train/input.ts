@@ -39,6 +39,9 @@ export interface Batch {
   size: number;
   /** Epoch (0-based) of the batch's first example; a batch may end in the next epoch. */
   epoch: number;
+  /** evalBatches with keepEncoded: each record's JPEG bytes and its name (shard#index), for showing it. */
+  encoded?: Uint8Array[];
+  records?: string[];
 }
 
 /** Where training input stands, to save with a checkpoint. JSON-able. */
@@ -292,6 +295,12 @@ export interface EvalBatchesOptions {
   /** When given, labels above it are an error (as in training). */
   numClasses?: number;
   cacheDir?: string;
+  /** Which held-out split: validation (default, what training evaluates on) or test (only ever evaluated). */
+  split?: 'validation' | 'test';
+  /** Also hand back each record's encoded image and name (evaluation's gallery of mistakes). */
+  keepEncoded?: boolean;
+  /** Told the split's record count once the shards are indexed, before the first batch. */
+  onCount?: (records: number) => void;
 }
 
 interface PendingRecord {
@@ -306,20 +315,24 @@ interface PendingRecord {
 export async function* evalBatches(opts: EvalBatchesOptions): AsyncGenerator<Batch> {
   const settings = settingsFor(opts.imageSize, opts.settings);
   positiveInt('batch size', opts.batchSize);
-  const index = await indexRecords(await localShards(await findShards(opts.dataDir, 'validation'), opts.cacheDir));
+  const index = await indexRecords(await localShards(await findShards(opts.dataDir, opts.split ?? 'validation'), opts.cacheDir));
+  opts.onCount?.(index.size);
   const pixels = settings.imageSize * settings.imageSize * 3;
 
   const decode = async (group: PendingRecord[]): Promise<Batch> => {
     const images = new Uint8Array(group.length * pixels);
     const labels = new Int32Array(group.length);
+    const encoded: Uint8Array[] = [];
     await allInOrder(
       group.map(async ({ data, where }, k) => {
         const ex = parseTrainingExample(data, where, opts.numClasses);
         images.set(await decodeOrExplain(where, ex, () => evalTransform(ex.encoded, settings)), k * pixels);
         labels[k] = ex.label - 1;
+        if (opts.keepEncoded) encoded[k] = ex.encoded;
       }),
     );
-    return { images, labels, size: group.length, epoch: 0 };
+    const batch: Batch = { images, labels, size: group.length, epoch: 0 };
+    return opts.keepEncoded ? { ...batch, encoded, records: group.map((g) => g.where) } : batch;
   };
 
   let pending: Promise<Batch> | undefined;

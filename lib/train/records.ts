@@ -10,7 +10,7 @@ import { UserError } from '../errors';
 import { DecodedExample, decodeExample, getBytes, getInt64 } from '../example';
 import * as storage from '../storage';
 import { FOOTER_BYTES, HEADER_BYTES, TFRecordError, checkData, scanRecords } from '../tfrecord';
-import { SHARD_PATTERN, Split } from '../preprocess/shards';
+import { SHARD_PATTERN, ShardSplit } from '../preprocess/shards';
 
 export type { Split } from '../preprocess/shards';
 
@@ -73,7 +73,7 @@ export class RecordIndex {
  * None is a UserError. A set with shards missing (an interrupted copy) is refused rather than
  * silently trained on.
  */
-export async function findShards(dataDir: string, split: Split): Promise<string[]> {
+export async function findShards(dataDir: string, split: ShardSplit): Promise<string[]> {
   const files = await listShards(dataDir, split);
   if (files.length === 0) {
     throw new UserError(
@@ -85,7 +85,7 @@ export async function findShards(dataDir: string, split: Split): Promise<string[
 }
 
 /** Like findShards, but no shards at all is an empty list. */
-export async function listShards(dataDir: string, split: Split): Promise<string[]> {
+export async function listShards(dataDir: string, split: ShardSplit): Promise<string[]> {
   const files = (await storage.glob(storage.joinPath(dataDir, `${split}-*`))).filter((f) => SHARD_PATTERN.test(storage.baseName(f)));
   if (files.length === 0) return files;
   const totals = new Set(files.map((f) => Number(SHARD_PATTERN.exec(storage.baseName(f))![3])));

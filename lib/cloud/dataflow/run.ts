@@ -34,8 +34,17 @@ export interface DataflowRunOptions extends PreprocessRequest {
   now?: Date;
 }
 
+/** The codelab's two CSVs and labels.txt, which the Dataflow pipeline reads. */
+type CodelabCsvs = DataflowRunOptions & { validationCsv: string; labelsFile: string };
+
 /** The local-only options, refused by name rather than ignored. */
-function checkOptions(o: DataflowRunOptions): void {
+function checkOptions(o: DataflowRunOptions): asserts o is CodelabCsvs {
+  if (o.validationCsv === undefined || o.labelsFile === undefined || o.testCsv !== undefined) {
+    throw new UserError(
+      'on Dataflow, preprocess takes the codelab\'s --train_csv, --validation_csv and --labels_file (no test split); ' +
+        'for an AutoML CSV, run imgclass make-dataset --csv AUTOML.csv first and pass its train_set.csv and eval_set.csv, or preprocess with --backend local',
+    );
+  }
   if (o.resize) throw new UserError('--resize is not available on Dataflow (the workers have no image decoder); preprocess with --backend local to resize');
   if (o.strict) throw new UserError('--strict applies to the local backend; on Dataflow unreadable rows are listed in OUTPUT/_rejects/ and in preprocess_report.json');
   if (o.workers !== undefined) throw new UserError('--workers sets local worker threads; on Dataflow cap the workers with --max_workers');
@@ -153,7 +162,7 @@ interface Written {
  * After the job: remove an earlier run's shards this run did not replace (when overwriting, as the
  * local run does), count the records per split and class, read the rejects, write the report.
  */
-async function writeReport(o: DataflowRunOptions, w: Written): Promise<Omit<PreprocessResult, 'seconds' | 'imagesPerSecond'>> {
+async function writeReport(o: CodelabCsvs, w: Written): Promise<Omit<PreprocessResult, 'seconds' | 'imagesPerSecond'>> {
   const expected = new Set(SPLITS.flatMap((split) => Array.from({ length: w.numShards[split] }, (_, i) => shardName(split, i, w.numShards[split]))));
   const shards: string[] = [];
   for (const split of SPLITS) {
