@@ -11,10 +11,10 @@ import * as path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Storage } from '@google-cloud/storage';
 import { lockFolder, lockFile, isLockClaim, type LockRecord } from '../lib/folder-lock';
-import { preprocess } from '../lib/preprocess';
 import * as storage from '../lib/storage';
 import { FakeGcs } from './fake-gcs';
 import { tempDir, removeDir, REPO_ROOT, CLI } from './helpers';
+import { preprocessSamples } from './sample-shards';
 
 const HOLDER = path.join(__dirname, 'lock-holder.js');
 const SAMPLES = path.join(REPO_ROOT, 'data-samples');
@@ -158,13 +158,7 @@ test('four processes taking over one stale lock at the same moment: exactly one 
 
 test('imgclass train: a second run on the same model_dir stops at once; after SIGKILL of the first, the next run takes over', async () => {
   const dataDir = path.join(work, 'data');
-  await preprocess({
-    trainCsv: path.join(SAMPLES, 'train_set.csv'),
-    validationCsv: path.join(SAMPLES, 'eval_set.csv'),
-    labelsFile: path.join(SAMPLES, 'labels.txt'),
-    outputDir: dataDir,
-    numShards: 2,
-  });
+  await preprocessSamples(dataDir);
   const modelDir = path.join(work, 'model');
   const common = ['train', '--data_dir', dataDir, '--model_dir', modelDir, '--image_size', '16', '--train_batch_size', '8', '--workers', '1'];
   const first = spawn(process.execPath, [CLI, ...common, '--train_steps', '100000', '--steps_per_checkpoint', '2'], { stdio: 'ignore' });

@@ -8,7 +8,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
-import { preprocess } from '../lib/preprocess';
 import { train, TrainEvent } from '../lib/train';
 import { readMetrics } from '../lib/train/metrics';
 import { loadLatestCheckpoint } from '../lib/train/checkpoint';
@@ -19,6 +18,7 @@ import { chooseBackend } from '../lib/engine/backend';
 import { readRecordFile } from '../lib/tfrecord';
 import { decodeEvent } from '../lib/tensorboard-proto';
 import { tempDir, removeDir, REPO_ROOT, CLI } from './helpers';
+import { preprocessSamples } from './sample-shards';
 import { protocDecodeEventFile, protocSkip } from './tensorboard-protoc';
 
 const SAMPLES = path.join(REPO_ROOT, 'data-samples');
@@ -28,13 +28,7 @@ let dataDir: string;
 before(async () => {
   work = tempDir('imgclass-train-');
   dataDir = path.join(work, 'data');
-  await preprocess({
-    trainCsv: path.join(SAMPLES, 'train_set.csv'),
-    validationCsv: path.join(SAMPLES, 'eval_set.csv'),
-    labelsFile: path.join(SAMPLES, 'labels.txt'),
-    outputDir: dataDir,
-    numShards: 2,
-  });
+  await preprocessSamples(dataDir);
 });
 
 after(() => removeDir(work));

@@ -13,7 +13,6 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
-import { preprocess } from '../lib/preprocess';
 import { train } from '../lib/train';
 import { planInitFrom, type InitFromOptions } from '../lib/train/init-from';
 import { resolveSource } from '../lib/transfer/source';
@@ -29,6 +28,7 @@ import { normalizeInto } from '../lib/train/preprocessing';
 import { notebookSettings } from '../lib/steps/settings';
 import { trainOptions, trainCommand } from '../lib/steps/trainer';
 import { tempDir, removeDir, REPO_ROOT, CLI } from './helpers';
+import { preprocessSamples } from './sample-shards';
 import { useFakeGcs } from './fake-gcs';
 
 const SAMPLES = path.join(REPO_ROOT, 'data-samples');
@@ -42,13 +42,7 @@ let sourceExport: string;
 before(async () => {
   work = tempDir('imgclass-transfer-');
   dataDir = path.join(work, 'data');
-  await preprocess({
-    trainCsv: path.join(SAMPLES, 'train_set.csv'),
-    validationCsv: path.join(SAMPLES, 'eval_set.csv'),
-    labelsFile: path.join(SAMPLES, 'labels.txt'),
-    outputDir: dataDir,
-    numShards: 2,
-  });
+  await preprocessSamples(dataDir);
   sourceExport = path.join(work, 'source-export');
   const r = await train({ dataDir, modelDir: path.join(work, 'source-model'), exportDir: sourceExport, imageSize: 16, widthMultiplier: 0.25, trainBatchSize: 8, trainSteps: 3, workers: 1 });
   sourceVersion = r.exportPath!;
