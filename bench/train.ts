@@ -198,6 +198,10 @@ function torch(): Record<string, unknown> | string {
 const round2 = (v: number): number => Number(v.toFixed(2));
 const round3 = (v: number): number => Number(v.toFixed(3));
 
+function roundedRound(r: Round): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'number' ? round2(v) : v]));
+}
+
 /** `name`: median over the rounds that have it; `name_min_max`: [min, max]; nulls when none has. */
 function summary(name: string, values: (number | undefined)[], digits: (v: number) => number): Record<string, unknown> {
   const have = values.filter((v): v is number => v !== undefined);
@@ -259,7 +263,7 @@ async function main(): Promise<void> {
         }
       }
       rounds.push(round);
-      process.stderr.write(`round ${i + 1}/${ROUNDS}: ${JSON.stringify(round)}\n`);
+      process.stderr.write(`round ${i + 1}/${ROUNDS}: ${JSON.stringify(roundedRound(round))}\n`);
     }
     inference.classifier.dispose();
   } finally {
@@ -291,7 +295,7 @@ async function main(): Promise<void> {
     phase_ms_compute: meanByKey(computePhases),
     phase_ms_end_to_end: END_TO_END ? meanByKey(endToEndPhases) : null,
     torch: torchFailure ?? { version: torchLine?.version, precision: torchLine?.precision, threads: torchLine?.threads },
-    per_round: rounds.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'number' ? round2(v) : v]))),
+    per_round: rounds.map(roundedRound),
     goal: 'ratio >= 0.5',
     node: process.version,
   });
