@@ -29,13 +29,6 @@ export function spread(values: readonly number[]): Spread {
   return { median, min: sorted[0] as number, max: sorted[sorted.length - 1] as number };
 }
 
-/** The spread with every figure rounded to `digits` decimals, for a JSON line. */
-export function roundedSpread(values: readonly number[], digits: number): Spread {
-  const s = spread(values);
-  const r = (v: number): number => Number(v.toFixed(digits));
-  return { median: r(s.median), min: r(s.min), max: r(s.max) };
-}
-
 /** Mean of each key over a list of records with the same keys (per-step phase times), rounded to whole units. */
 export function meanByKey(records: readonly Record<string, number>[]): Record<string, number> {
   const out: Record<string, number> = {};

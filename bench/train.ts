@@ -75,7 +75,7 @@ interface Round {
 
 function checkFlags(): void {
   if (!TORCH_SCRIPTS[DEPTH]) throw new UserError(`--depth ${DEPTH}: this benchmark compares ResNet-18 and ResNet-50; use --depth 18 or --depth 50`);
-  for (const [name, v, min] of [['size', SIZE, 32], ['batch', BATCH, 1], ['rounds', ROUNDS, 1], ['steps', STEPS, 1], ['warmup', WARMUP, 0], ['workers', WORKERS, 1]] as const) {
+  for (const [name, v, min] of [['size', SIZE, 16], ['batch', BATCH, 1], ['rounds', ROUNDS, 1], ['steps', STEPS, 1], ['warmup', WARMUP, 0], ['workers', WORKERS, 1]] as const) {
     if (!Number.isInteger(v) || v < min) throw new UserError(`--${name} must be a whole number >= ${min}, got ${v}`);
   }
 }
