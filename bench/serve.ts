@@ -6,8 +6,8 @@
  *
  * The server runs as a child process (`imgclass serve`) and the load generator as another
  * (bench/serve-load.ts, one per level), so the clients' work shares neither the server's process nor
- * this one, which measured the in-process rate. Default model: an untrained ResNet-18 at 64 px with 5 classes, exported
- * here (speed does not depend on the weights); or --model_dir EXPORT_DIR.
+ * this one, which measured the in-process rate. Default model: an untrained ResNet-18 at 64 px with
+ * 5 classes, exported here (speed does not depend on the weights); or --model_dir EXPORT_DIR.
  *
  * Run: npm run bench:serve -- [--seconds 10] [--max_batch 64] [--batch_wait_ms N] [--model_dir DIR]
  * Prints one JSON line; goal: ratio_at_32 >= 0.8.
