@@ -4,9 +4,10 @@
  * the same model and preprocessing without HTTP (images/s at the same max batch, decoding the next
  * batch while the model runs this one), measured in the same run.
  *
- * The server runs as a child process (`imgclass serve`), so autocannon's client work does not share
- * the server's event loop. Default model: an untrained ResNet-18 at 64 px with 5 classes, exported
- * here (speed does not depend on the weights); or --model_dir EXPORT_DIR.
+ * The server runs as a child process (`imgclass serve`) and the load generator as another
+ * (bench/serve-load.ts, one per level), so the clients' work shares neither the server's process nor
+ * this one, which measured the in-process rate. Default model: an untrained ResNet-18 at 64 px with
+ * 5 classes, exported here (speed does not depend on the weights); or --model_dir EXPORT_DIR.
  *
  * Run: npm run bench:serve -- [--seconds 10] [--max_batch 64] [--batch_wait_ms N] [--model_dir DIR]
  * Prints one JSON line; goal: ratio_at_32 >= 0.8.
@@ -22,17 +23,7 @@ import { chooseBackend } from '../lib/engine/backend';
 import { defaultPreprocessing } from '../lib/train/preprocessing';
 import { makeClassifier } from '../lib/serve/classifier';
 import { numberArg, stringArg } from './args';
-
-// autocannon ships no types; only what is used here.
-interface AutocannonResult {
-  requests: { average: number; total: number };
-  latency: { p50: number; p99: number; average: number };
-  errors: number;
-  timeouts: number;
-  non2xx: number;
-}
-type Autocannon = (opts: Record<string, unknown>) => Promise<AutocannonResult>;
-const autocannon = require('autocannon') as Autocannon; // eslint-disable-line @typescript-eslint/no-require-imports
+import type { LoadRequest, LoadResult } from './serve-load';
 
 
 const SECONDS = numberArg('seconds', 10);
@@ -43,6 +34,7 @@ const MODEL_DIR = stringArg('model_dir', '') || undefined;
 const CLIENTS = [1, 8, 32];
 const IMAGE_SIZE = 64;
 const CLI = path.resolve(__dirname, '../lib/cli.js');
+const LOAD = path.join(__dirname, 'serve-load.js');
 
 /** A photo-like 500x375 JPEG: textured noise under a colour wash, quality 85. */
 async function sampleJpeg(): Promise<Buffer> {
@@ -101,6 +93,16 @@ async function startCliServer(modelDir: string): Promise<{ url: string; stop: ()
   };
 }
 
+/** One level of load from a child process of its own (bench/serve-load.ts). */
+async function load(req: LoadRequest): Promise<LoadResult> {
+  const child = spawn(process.execPath, [LOAD, JSON.stringify(req)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  if (code !== 0) throw new Error(`the load generator (${LOAD}) exited ${code}`);
+  return JSON.parse(out.trim().split('\n').pop() as string) as LoadResult;
+}
+
 async function batcherCounts(url: string): Promise<{ batches: number; items: number }> {
   const h = (await (await fetch(`${new URL(url).origin}/healthz`)).json()) as { batcher: { batches: number; items: number } };
   return h.batcher;
@@ -121,15 +123,15 @@ async function main(): Promise<void> {
     const inProcess = await inProcessRate(modelDir, jpeg, SECONDS);
 
     const server = await startCliServer(modelDir);
-    const body = JSON.stringify({ instances: [{ image_bytes: { b64: jpeg.toString('base64') } }] });
-    const load = (connections: number, seconds: number) =>
-      autocannon({ url: server.url, method: 'POST', headers: { 'content-type': 'application/json' }, body, connections, duration: seconds });
+    const bodyFile = path.join(work, 'request.json');
+    await fsp.writeFile(bodyFile, JSON.stringify({ instances: [{ image_bytes: { b64: jpeg.toString('base64') } }] }));
+    const level = (connections: number, seconds: number) => load({ url: server.url, bodyFile, connections, seconds });
     const runs = [];
     try {
-      await load(CLIENTS[CLIENTS.length - 1]!, Math.min(2, SECONDS)); // warm-up
+      await level(CLIENTS[CLIENTS.length - 1]!, Math.min(2, SECONDS)); // warm-up
       for (const connections of CLIENTS) {
         const before = await batcherCounts(server.url);
-        const r = await load(connections, SECONDS);
+        const r = await level(connections, SECONDS);
         const after = await batcherCounts(server.url);
         runs.push({
           clients: connections,
@@ -159,6 +161,7 @@ async function main(): Promise<void> {
         runs,
         ratio_at_32: Number((at32.req_s / inProcess).toFixed(3)),
         p99_over_p50_at_32: at32.p99_over_p50,
+        load_generator: 'autocannon in a child process of its own',
         goal: 'ratio_at_32 >= 0.8',
         node: process.version,
       }) + '\n',

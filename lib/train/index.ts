@@ -4,18 +4,17 @@
  * the full validation set every `stepsPerEval` steps, metrics.jsonl + TensorBoard event files, and
  * an export the prediction server loads.
  */
-import * as os from 'node:os';
 import * as storage from '../storage';
 import { UserError } from '../errors';
 import { lockFolder, withLock } from '../folder-lock';
 import { modelSummary, ResNetConfig } from '../model';
-import { learningRate, shortRunNotice } from './recipe';
+import { learningRate, shortRunNotice, WEIGHT_DECAY } from './recipe';
 import { TrainInput, evalBatches, datasetInfo, InputState } from './input';
 import { defaultPreprocessing, PreprocessingSettings } from './preprocessing';
 import { saveCheckpoint, loadLatestCheckpoint } from './checkpoint';
 import { SummaryWriter } from './summary-writer';
 import { MetricsLog, readMetrics } from './metrics';
-import { ReplicaPool } from './replicas';
+import { ReplicaPool, poolLayout } from './replicas';
 import type { BackendName } from '../engine/backend';
 import { planInitFrom, type InitFromOptions, type InitFromPlan } from './init-from';
 
@@ -205,17 +204,14 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
   const tbTrain = await SummaryWriter.create(opts.modelDir);
   const tbEval = await SummaryWriter.create(storage.joinPath(opts.modelDir, 'eval'));
 
-  const cores = os.availableParallelism();
-  const replicas = Math.max(1, Math.min(opts.workers ?? cores, batchSize));
   const pool = await ReplicaPool.start({
-    replicas,
-    threads: Math.max(1, Math.floor(cores / replicas)),
+    ...poolLayout(opts.workers, batchSize),
     trainableParams: summary.trainableParams,
     model: modelCfg,
     preprocessing,
     backend: opts.backend,
     labelSmoothing: opts.labelSmoothing ?? 0,
-    weightDecay: opts.weightDecay ?? 1e-4,
+    weightDecay: opts.weightDecay ?? WEIGHT_DECAY,
     ...(transfer ? { transfer: transfer.plan, backboneLrScale: transfer.lrScale } : {}),
   });
   const input = await TrainInput.open({ dataDir: opts.dataDir, imageSize, batchSize, seed, numClasses, settings: preprocessing });

@@ -4,6 +4,7 @@
  * result equals the gradient of the whole batch's mean loss) and every replica applies the average.
  */
 import { Worker } from 'node:worker_threads';
+import * as os from 'node:os';
 import type { BackendName } from '../engine/backend';
 import { weightedSumNative } from '../engine/onednn';
 import * as path from 'node:path';
@@ -107,6 +108,16 @@ export interface EvalSums {
 /** Sizes of `parts` nearly equal pieces of `n` (the first ones one larger). */
 export function splitSizes(n: number, parts: number): number[] {
   return Array.from({ length: parts }, (_, i) => Math.floor(n / parts) + (i < n % parts ? 1 : 0));
+}
+
+/**
+ * How many replicas train a batch and how many oneDNN threads each gets: one replica per worker
+ * (default one per core), never more replicas than images, and the cores shared out so that
+ * replicas x threads <= cores. train() and the compute-only benchmark both size their pool with it.
+ */
+export function poolLayout(workers: number | undefined, batchSize: number, cores: number = os.availableParallelism()): { replicas: number; threads: number } {
+  const replicas = Math.max(1, Math.min(workers ?? cores, batchSize));
+  return { replicas, threads: Math.max(1, Math.floor(cores / replicas)) };
 }
 
 export class ReplicaPool {
