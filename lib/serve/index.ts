@@ -140,7 +140,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   // keeps its copy only for the checks above and the preprocessing settings. A model the caller
   // passed in (`loaded`, the notebook's) stays on this thread: it is theirs.
   let thread: ModelThread | undefined;
-  let backendNote = backend.note;
+  let backendNote = `${backend.note}; ${classifier.forwardNote}`;
   if (!opts.loaded) {
     try {
       thread = await ModelThread.start(loaded.path, opts.backend);
