@@ -22,7 +22,7 @@ export interface NativeForward {
   /** Logits [n, classes], row-major, for `n` images of imageSize x imageSize x 3 in `images` (NHWC). */
   logits(images: Float32Array, n: number): Float32Array;
   readonly classes: number;
-  /** Ops after fusion (a ResNet-18 has 23: 21 convolutions, 2 pools... and the dense layer). */
+  /** Ops after fusion (a ResNet-18 has 24: 21 convolutions, 2 pools and the dense layer). */
   readonly ops: number;
   dispose(): void;
 }
