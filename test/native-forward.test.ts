@@ -16,7 +16,9 @@ import { buildResNet, ResNetConfig } from '../lib/model';
 import { mulberry32, Rng } from '../lib/random';
 import { makeClassifier } from '../lib/serve/classifier';
 import { defaultPreprocessing } from '../lib/train/preprocessing';
-import type { LoadedExport } from '../lib/export';
+import { exportModel, loadExport, LoadedExport } from '../lib/export';
+import { ModelThread } from '../lib/serve/model-thread';
+import { tempDir, removeDir } from './helpers';
 
 const loaded = loadOneDnn();
 const skip = !loaded.ok && process.env.IMGCLASS_REQUIRE_ONEDNN !== '1' ? loaded.reason : false;
@@ -162,4 +164,29 @@ test('on the oneDNN engine the classifier runs the native forward, with the prob
   const onWasm = makeClassifier(exportOf(model, labels));
   assert.match(onWasm.forwardNote, /^forward: tfjs \(the oneDNN engine is not the active backend\)/);
   native.dispose(); // disposes the model too; the others share it
+});
+
+test("the server's model thread runs the native forward and says so on its engine line", { skip }, async () => {
+  await chooseBackend('onednn');
+  const dir = tempDir();
+  const model = buildResNet({ depth: 18, numClasses: 3, imageSize: 32, seed: 10 });
+  randomizeStatistics(model, 16);
+  let thread: ModelThread | undefined;
+  try {
+    const versionDir = await exportModel(model, dir, { labels: ['a', 'b', 'c'], preprocessing: defaultPreprocessing(32), meta: {} });
+    thread = await ModelThread.start(versionDir, 'onednn');
+    assert.match(thread.backendNote, /^engine: onednn .*; forward: native oneDNN \(24 fused ops\)$/);
+    const viaTfjs = makeClassifier(await loadExport(versionDir), { forward: 'tfjs' });
+    const pixels = 32 * 32 * 3;
+    const batch = images(3, 32, 22);
+    const inputs = Array.from({ length: 3 }, (_, i) => batch.slice(i * pixels, (i + 1) * pixels));
+    const want = viaTfjs.classify(inputs);
+    const got = await thread.classify(inputs);
+    got.forEach((p, i) => p.forEach((v, c) => assert.ok(Math.abs(v - want[i]![c]!) < 1e-5, `image ${i} class ${c}: ${v} vs ${want[i]![c]}`)));
+    viaTfjs.dispose();
+  } finally {
+    await thread?.dispose();
+    model.dispose();
+    removeDir(dir);
+  }
 });

@@ -15,6 +15,7 @@
  * The weights are copied when compiling: later changes to the model are not seen.
  */
 import * as tf from '@tensorflow/tfjs';
+import { errorMessage } from '../errors';
 import { nativeNetworkApi, NativeNetworkApi, NativeNetworkHandle } from './onednn';
 
 /** A compiled network: logits for a batch of NHWC images. */
@@ -128,8 +129,21 @@ export function compileNativeForward(model: tf.LayersModel): CompileResult {
     ints.set([op.type, op.src, op.res, op.relu ? 1 : 0, ...op.geometry], i * OP_INTS);
     if (op.kernel && op.bias) weights.push(op.kernel, op.bias);
   });
-  const handle = api.createNetwork(ints, weights, Int32Array.from(inputShape));
-  return { ok: true, forward: makeForward(api, handle, inputShape, ops[ops.length - 1]!.shape[2], ops.length) };
+  let forward: NativeForward;
+  try {
+    const handle = api.createNetwork(ints, weights, Int32Array.from(inputShape));
+    forward = makeForward(api, handle, inputShape, ops[ops.length - 1]!.shape[2], ops.length);
+  } catch (err) {
+    return { ok: false, reason: `the addon refused the network: ${errorMessage(err)}` };
+  }
+  try {
+    // One image now, so that a primitive oneDNN cannot create here shows up as a reason, not as a failed request.
+    forward.logits(new Float32Array(inputShape[0] * inputShape[1] * inputShape[2]), 1);
+  } catch (err) {
+    forward.dispose();
+    return { ok: false, reason: `oneDNN cannot run it: ${errorMessage(err)}` };
+  }
+  return { ok: true, forward };
 }
 
 function makeForward(api: NativeNetworkApi, handle: NativeNetworkHandle, inputShape: [number, number, number], classes: number,

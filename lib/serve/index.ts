@@ -131,7 +131,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const loaded = opts.loaded ?? (await loadExport(opts.modelDir!));
   let classifier: Classifier;
   try {
-    classifier = makeClassifier(loaded);
+    // A model this server loaded is checked here and run on the model thread, which compiles its own
+    // native forward: this copy stays on tfjs.
+    classifier = makeClassifier(loaded, opts.loaded ? {} : { forward: 'tfjs' });
   } catch (err) {
     if (!opts.loaded) loaded.model.dispose();
     throw err;

@@ -599,8 +599,9 @@ napi_value SumSquares(napi_env env, napi_callback_info info) {
 // weights and bias and hands over the list of what is left; the network keeps activations in the
 // layout oneDNN's convolutions prefer (channel-blocked) from op to op, fuses ReLU and the residual
 // sum into the convolutions as post-ops, and reorders only the images in and nothing out (the logits
-// are plain [n, classes]). Primitives are created once per batch size; activation buffers are shared
-// slots reused as soon as their value is dead, so a batch needs a few activations' worth of memory.
+// are plain [n, classes]). Primitives are created once per power-of-two batch size (other sizes run as
+// chunks of those); activation buffers are shared slots reused as soon as their value is dead, so a
+// batch needs a few activations' worth of memory.
 //
 // An op is 16 integers: type, src (index of the op whose output it reads, -1 = the images), res (op
 // whose output a conv adds before its ReLU, -1 none), relu, then
@@ -949,24 +950,33 @@ napi_value NetworkForward(napi_env env, napi_callback_info info) {
     return fail("cannot allocate the logits");
   }
   try {
-    auto it = net->execs.find(n);
-    if (it == net->execs.end()) it = net->execs.emplace(n, planNetwork(*net, n)).first;
-    Exec& ex = *it->second;
-    if (net->slots.size() < ex.slotBytes.size()) net->slots.resize(ex.slotBytes.size());
-    std::vector<void*> ptr(ex.slotBytes.size());
-    for (size_t s = 0; s < ptr.size(); s++) ptr[s] = aligned(net->slots[s], ex.slotBytes[s]);
+    // A batch runs as chunks of power-of-two sizes (37 = 32 + 4 + 1): a server sees every batch size up
+    // to its maximum, and primitives for each would cost JIT time and memory for little gain.
     std::unordered_map<int, memory> args;
-    for (Step& step : ex.steps) {
-      args.clear();
-      for (StepArg& a : step.args) {
-        if (a.slot >= 0) a.mem.set_data_handle(ptr[size_t(a.slot)]);
-        else if (a.slot == kImages) a.mem.set_data_handle(images);
-        else if (a.slot == kLogits) a.mem.set_data_handle(outData);
-        args.emplace(a.id, a.mem);
+    for (int64_t done = 0; done < n;) {
+      memory::dim chunk = 1;
+      while (chunk * 2 <= n - done) chunk *= 2;
+      auto it = net->execs.find(chunk);
+      if (it == net->execs.end()) it = net->execs.emplace(chunk, planNetwork(*net, chunk)).first;
+      Exec& ex = *it->second;
+      if (net->slots.size() < ex.slotBytes.size()) net->slots.resize(ex.slotBytes.size());
+      std::vector<void*> ptr(ex.slotBytes.size());
+      for (size_t s = 0; s < ptr.size(); s++) ptr[s] = aligned(net->slots[s], ex.slotBytes[s]);
+      float* in = images + size_t(done) * net->h * net->w * net->c;
+      float* out = static_cast<float*>(outData) + size_t(done) * net->classes;
+      for (Step& step : ex.steps) {
+        args.clear();
+        for (StepArg& a : step.args) {
+          if (a.slot >= 0) a.mem.set_data_handle(ptr[size_t(a.slot)]);
+          else if (a.slot == kImages) a.mem.set_data_handle(in);
+          else if (a.slot == kLogits) a.mem.set_data_handle(out);
+          args.emplace(a.id, a.mem);
+        }
+        step.prim.execute(net->strm, args);
       }
-      step.prim.execute(net->strm, args);
+      net->strm.wait();
+      done += chunk;
     }
-    net->strm.wait();
   } catch (const dnnl::error& e) {
     return fail(std::string("oneDNN: ") + e.what() + " (status " + std::to_string(int(e.status)) + ")");
   }
