@@ -18,6 +18,7 @@ import { makeClassifier } from '../lib/serve/classifier';
 import { defaultPreprocessing } from '../lib/train/preprocessing';
 import { exportModel, loadExport, LoadedExport } from '../lib/export';
 import { ModelThread } from '../lib/serve/model-thread';
+import { buildTransferModel, disposeTransferModel } from '../lib/transfer/model';
 import { tempDir, removeDir } from './helpers';
 
 const loaded = loadOneDnn();
@@ -113,6 +114,27 @@ test('a transfer-style model (ResNet cut at stage 3, new pool + dropout + relu d
   assertMatchesCpu(model, compiled.forward, 32, [1, 4]);
   compiled.forward.dispose();
   base.dispose();
+});
+
+test('models built by lib/transfer from a Layers source (frozen backbone, new head; cut inside) compile and match', { skip }, async () => {
+  const source = await onCpu({ depth: 18, numClasses: 5, imageSize: 32, seed: 6, widthMultiplier: 0.5 }, 17);
+  const dir = tempDir();
+  try {
+    const versionDir = await exportModel(source, dir, { labels: ['a', 'b', 'c', 'd', 'e'], preprocessing: defaultPreprocessing(32), meta: {} });
+    for (const cutAt of [undefined, 'stage3/block1/relu_out']) {
+      const built = await buildTransferModel({ source: 'test', dir: versionDir, format: 'layers', keepHead: false, trainable: 'head',
+        numClasses: 3, imageSize: 32, seed: 2, ...(cutAt ? { cutAt } : {}) });
+      randomizeStatistics(built.model, 18);
+      const compiled = compileNativeForward(built.model);
+      assert.ok(compiled.ok, compiled.ok ? '' : compiled.reason);
+      assertMatchesCpu(built.model, compiled.forward, 32, [2, 3]);
+      compiled.forward.dispose();
+      disposeTransferModel(built);
+    }
+  } finally {
+    source.dispose();
+    removeDir(dir);
+  }
 });
 
 /** A small conv net with one layer the native forward does not run. */
