@@ -100,10 +100,12 @@ test('ResNet-50 (bottleneck blocks, quarter width): native logits match the cpu 
   model.dispose();
 });
 
-test('a transfer-style model (ResNet cut at stage 3, new pool + dropout + relu dense + dense head) compiles and matches', { skip }, async () => {
+test('a transfer-style model (ResNet cut at stage 3, max pool to 1x1 + flatten + dropout + relu dense + dense head) compiles and matches', { skip }, async () => {
   const base = await onCpu({ depth: 18, numClasses: 5, imageSize: 32, seed: 4, widthMultiplier: 0.5 }, 13);
   const features = base.getLayer('stage3/block1/relu_out').output as tf.SymbolicTensor;
-  let x = tf.layers.globalAveragePooling2d({ name: 'head/pool' }).apply(features) as tf.SymbolicTensor;
+  // stage 3 gives 2x2 maps at 32 px: a 2x2 max pool leaves 1x1, which Flatten turns into the vector.
+  let x = tf.layers.maxPooling2d({ poolSize: 2, strides: 2, name: 'head/pool' }).apply(features) as tf.SymbolicTensor;
+  x = tf.layers.flatten({ name: 'head/flatten' }).apply(x) as tf.SymbolicTensor;
   x = tf.layers.dropout({ rate: 0.5, name: 'head/dropout' }).apply(x) as tf.SymbolicTensor;
   x = tf.layers.dense({ units: 16, activation: 'relu', name: 'head/hidden' }).apply(x) as tf.SymbolicTensor;
   const logits = tf.layers.dense({ units: 3, name: 'head/dense' }).apply(x) as tf.SymbolicTensor;
@@ -150,6 +152,16 @@ function exportOf(model: tf.LayersModel, labels: string[]): LoadedExport {
   const size = model.inputs[0]!.shape[1] as number;
   return { model, labels, preprocessing: defaultPreprocessing(size), meta: {}, version: '1', path: '/nowhere/1' };
 }
+
+test('a dense layer on feature maps is refused (tfjs applies it at every pixel)', { skip }, async () => {
+  const input = tf.input({ shape: [8, 8, 3] });
+  const x = tf.layers.conv2d({ filters: 4, kernelSize: 3, name: 'conv' }).apply(input) as tf.SymbolicTensor;
+  const model = tf.model({ inputs: input, outputs: tf.layers.dense({ units: 2, name: 'perpixel' }).apply(x) as tf.SymbolicTensor });
+  const compiled = compileNativeForward(model);
+  assert.equal(compiled.ok, false);
+  assert.match(compiled.ok ? '' : compiled.reason, /layer "perpixel" \(Dense\): reads feature maps/);
+  model.dispose();
+});
 
 test('a model with a layer it cannot run is refused with the layer named, and the classifier runs tfjs', { skip }, async () => {
   await chooseBackend('onednn');

@@ -206,6 +206,8 @@ function compileOps(model: tf.LayersModel): { ops: Op[]; inputShape: [number, nu
     if (r.kind === 'pad') unsupported(layer, 'reads zero padding (only convolutions absorb it)');
     return r.kind === 'input' ? -1 : r.index;
   };
+  // Layers whose output is one vector per image (the global pool, Flatten of one, dense layers): what a dense layer may read.
+  const vectors = new Set<string>();
   const push = (op: Omit<Op, 'shared'>): Ref => {
     ops.push({ ...op, shared: false });
     return { kind: 'op', index: ops.length - 1 };
@@ -278,6 +280,7 @@ function compileOps(model: tf.LayersModel): { ops: Op[]; inputShape: [number, nu
       if (!op || op.relu || (op.type !== CONV && op.type !== DENSE)) unsupported(layer, 'ReLU is compiled only right after a convolution or dense layer that nothing else reads');
       op.relu = true;
       ref = refs.get(ins[0]!.name)!;
+      if (vectors.has(ins[0]!.name)) vectors.add(layer.name);
     } else if (cls === 'Add') {
       if (ins.length !== 2) unsupported(layer, `${ins.length} inputs (only 2)`);
       // The sum is fused into the later of the two convolutions: the other operand exists by then.
@@ -309,18 +312,27 @@ function compileOps(model: tf.LayersModel): { ops: Op[]; inputShape: [number, nu
       const [h, , c] = shapeOf(refs.get(ins[0]!.name)!);
       if (h === 0) unsupported(layer, 'pools a vector');
       ref = push({ type: AVG_POOL, src, res: -1, relu: false, geometry: [], shape: [1, 1, c] });
+      vectors.add(layer.name);
+    } else if (cls === 'Flatten') {
+      const [h, w] = shapeOf(refs.get(ins[0]!.name)!);
+      // Flattening [1, 1, c] or [c] is the identity on the data; larger maps would need NHWC order, not oneDNN's.
+      if (h > 1 || w > 1) unsupported(layer, 'flattens feature maps larger than 1x1');
+      plain(ins[0]!, layer);
+      ref = refs.get(ins[0]!.name)!;
+      vectors.add(layer.name);
     } else if (cls === 'Dense') {
       const src = plain(ins[0]!, layer);
-      const [h, w] = shapeOf(refs.get(ins[0]!.name)!);
       // A dense layer on [h, w, c] maps in tfjs applies to the last axis at every pixel: not compiled.
-      if (h > 1 || w > 1 || (h === 1 && src >= 0 && ops[src]!.type !== AVG_POOL)) unsupported(layer, 'reads feature maps, not a vector');
+      if (!vectors.has(ins[0]!.name) || src < 0) unsupported(layer, 'reads feature maps, not a vector (global pool or flatten first)');
       const units = config.units as number;
       const weights = layer.getWeights();
       const kernel = values(weights[0]!);
       const bias = config.useBias ? values(weights[1]!) : new Float32Array(units);
       ref = push({ type: DENSE, src, res: -1, relu: activationRelu(layer, config.activation), geometry: [units], kernel, bias, shape: [0, 0, units] });
+      vectors.add(layer.name);
     } else if (cls === 'Dropout') {
       ref = refs.get(ins[0]!.name)!; // the identity at inference
+      if (vectors.has(ins[0]!.name)) vectors.add(layer.name);
     } else {
       unsupported(layer, 'no native op for this layer type');
     }
