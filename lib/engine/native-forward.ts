@@ -101,7 +101,7 @@ function channelsLast(layer: tf.layers.Layer, config: tf.serialization.ConfigDic
   if (config.dataFormat != null && config.dataFormat !== 'channelsLast') unsupported(layer, `dataFormat ${String(config.dataFormat)}`);
 }
 
-/** The explicit padding [top, left, bottom, right] tfjs uses for a window over `inShape` (NHWC, no batch). */
+/** The explicit padding [top, left, bottom, right] of a tfjs convolution or pool window (effH x effW after dilation). */
 function windowPads(info: { padInfo: { top: number; left: number }; inHeight: number; inWidth: number; outHeight: number; outWidth: number;
   strideHeight: number; strideWidth: number }, effH: number, effW: number): [number, number, number, number] {
   const p = info.padInfo;
@@ -195,7 +195,7 @@ function compileOps(model: tf.LayersModel): { ops: Op[]; inputShape: [number, nu
     return [h + r.pads[0] + r.pads[2], w + r.pads[1] + r.pads[3], c];
   };
   /** The op a layer's output is, when the layer may fold something into it (it is read by this one layer only). */
-  const ownOp = (from: tf.layers.Layer, layer: tf.layers.Layer): Op | undefined => {
+  const ownOp = (from: tf.layers.Layer): Op | undefined => {
     const r = refs.get(from.name)!;
     if (r.kind !== 'op') return undefined;
     const op = ops[r.index]!;
@@ -257,7 +257,7 @@ function compileOps(model: tf.LayersModel): { ops: Op[]; inputShape: [number, nu
         kernel, bias, shape: [info.outHeight, info.outWidth, filters],
       });
     } else if (cls === 'BatchNormalization') {
-      const op = ownOp(ins[0]!, layer);
+      const op = ownOp(ins[0]!);
       if (!op || op.type !== CONV || op.relu || op.res >= 0) unsupported(layer, 'batch norm is compiled only right after a convolution that nothing else reads');
       const bn = layer as unknown as BatchNormFields;
       const channels = op.shape[2];
@@ -265,7 +265,8 @@ function compileOps(model: tf.LayersModel): { ops: Op[]; inputShape: [number, nu
       const mean = values(bn.movingMean), variance = values(bn.movingVariance);
       const gamma = bn.scale && bn.gamma ? values(bn.gamma) : new Float32Array(channels).fill(1);
       const beta = bn.center && bn.beta ? values(bn.beta) : new Float32Array(channels);
-      // In double, then rounded once: the fold itself should add no error beyond float32 storage.
+      // In double, then rounded once: the fold itself should add no error beyond float32 storage. The
+      // kernel is HWIO, output channel fastest, hence j % channels.
       const kernel = op.kernel!, bias = op.bias!;
       const scale = Array.from({ length: channels }, (_, o) => gamma[o]! / Math.sqrt(variance[o]! + bn.epsilon));
       for (let j = 0; j < kernel.length; j++) kernel[j] = kernel[j]! * scale[j % channels]!;
@@ -276,7 +277,7 @@ function compileOps(model: tf.LayersModel): { ops: Op[]; inputShape: [number, nu
         ? config.maxValue == null && !((config.negativeSlope as number | undefined) ?? 0) && !((config.threshold as number | undefined) ?? 0)
         : config.activation === 'relu';
       if (!relu) unsupported(layer, cls === 'ReLU' ? 'a capped or leaky ReLU' : `activation ${JSON.stringify(config.activation)}`);
-      const op = ownOp(ins[0]!, layer);
+      const op = ownOp(ins[0]!);
       if (!op || op.relu || (op.type !== CONV && op.type !== DENSE)) unsupported(layer, 'ReLU is compiled only right after a convolution or dense layer that nothing else reads');
       op.relu = true;
       ref = refs.get(ins[0]!.name)!;
@@ -286,7 +287,7 @@ function compileOps(model: tf.LayersModel): { ops: Op[]; inputShape: [number, nu
       // The sum is fused into the later of the two convolutions: the other operand exists by then.
       const [a, b] = ins.map((l) => plain(l, layer)) as [number, number];
       const fusable = (i: number, l: tf.layers.Layer): boolean => {
-        const op = ownOp(l, layer);
+        const op = ownOp(l);
         return op !== undefined && op === ops[i] && op.type === CONV && !op.relu && op.res < 0;
       };
       const [into, other] = fusable(Math.max(a, b), ins[a > b ? 0 : 1]!) ? [Math.max(a, b), Math.min(a, b)] : [-1, -1];
@@ -344,6 +345,5 @@ function compileOps(model: tf.LayersModel): { ops: Op[]; inputShape: [number, nu
   if (!out || out.kind !== 'op' || out.index !== ops.length - 1 || ops[out.index]!.type !== DENSE) {
     throw new Unsupported('the model does not end in a dense layer (its logits)');
   }
-  // Conv2D kernels in tfjs are HWIO: output channel is the fastest axis, which the BN fold above relies on.
   return { ops, inputShape };
 }
