@@ -36,9 +36,18 @@ interface Addon {
   weightedSum(out: Float32Array, inputs: Float32Array[], weights: number[]): void;
   momentumUpdate(heap: ArrayBuffer, weights: number, accumulator: number, grad: Float32Array, lr: number,
     momentum: number, nesterov: boolean, weightDecay: number): void;
+  createNetwork(ops: Int32Array, weights: Float32Array[], input: Int32Array): NativeNetworkHandle;
+  networkForward(net: NativeNetworkHandle, images: Float32Array, n: number): Float32Array;
+  disposeNetwork(net: NativeNetworkHandle): void;
   setThreads(n: number): void;
   info(): { version: string; isa: string; threads: number };
 }
+
+/** A whole inference network held by the addon (./native-forward builds them). */
+export type NativeNetworkHandle = { readonly __brand: 'imgclass-onednn-network' };
+
+/** The addon's network calls (see native/onednn createNetwork), when the addon loads in this thread. */
+export type NativeNetworkApi = Pick<Addon, 'createNetwork' | 'networkForward' | 'disposeNetwork'>;
 
 /** What the wasm backend offers its kernels (tfjs-backend-wasm's BackendWasm, the parts we use). */
 interface WasmBackend extends tf.KernelBackend {
@@ -87,6 +96,11 @@ export function loadOneDnn(): OneDnnLoad {
     loadResult = { ok: false, reason: `the oneDNN addon failed to load: ${errorMessage(err).split('\n')[0]}` };
   }
   return loadResult;
+}
+
+/** The addon's whole-network inference calls, or undefined when it is not built or does not load. */
+export function nativeNetworkApi(): NativeNetworkApi | undefined {
+  return loadOneDnn().ok ? addon : undefined;
 }
 
 /**

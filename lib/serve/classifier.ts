@@ -1,13 +1,16 @@
 /**
  * An exported model as the server uses it: image bytes → model input (the training eval
  * preprocessing, exactly), and a batch of inputs → class probabilities (softmax over the logits the
- * ResNet produces).
+ * ResNet produces). The forward pass runs natively on oneDNN as one call when the oneDNN engine is
+ * active and the model compiles (lib/engine/native-forward.ts), and through tfjs otherwise.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { LoadedExport } from '../export';
 import { evalTransform } from '../train/augment';
 import { checkSettings, normalizeInto, PreprocessingSettings } from '../train/preprocessing';
 import { UserError, errorMessage } from '../errors';
+import { compileNativeForward, NativeForward } from '../engine/native-forward';
+import { oneDnnKernelsActive } from '../engine/onednn';
 
 export interface Classifier {
   labels: string[];
@@ -19,6 +22,8 @@ export interface Classifier {
   prepare(imageBytes: Uint8Array): Promise<Float32Array>;
   /** Class probabilities, one array per input, in labels order. Synchronous on the tfjs backends used here. */
   classify(inputs: Float32Array[]): Float32Array[];
+  /** Which forward pass runs, for the engine line: "forward: native oneDNN (...)" or "forward: tfjs (why)". */
+  forwardNote: string;
   dispose(): void;
 }
 
@@ -50,11 +55,47 @@ export function exportSettings(loaded: LoadedExport): PreprocessingSettings {
   return settings;
 }
 
-export function makeClassifier(loaded: LoadedExport): Classifier {
+export interface ClassifierOptions {
+  /**
+   * 'auto' (default): the native oneDNN forward when the oneDNN engine is the active backend and the
+   * model compiles to it, tfjs otherwise. 'tfjs': always tfjs's predict (benchmarks compare the two).
+   */
+  forward?: 'auto' | 'tfjs';
+}
+
+/** The native forward for this model, or why tfjs runs it. */
+function chooseForward(loaded: LoadedExport, opts: ClassifierOptions): { native?: NativeForward; note: string } {
+  if (opts.forward === 'tfjs') return { note: 'forward: tfjs (asked for)' };
+  // Only on the engine that was chosen: asking for 'wasm' or 'cpu' means their kernels, not ours.
+  if (tf.getBackend() !== 'wasm' || !oneDnnKernelsActive()) return { note: 'forward: tfjs (the oneDNN engine is not the active backend)' };
+  const compiled = compileNativeForward(loaded.model);
+  if (!compiled.ok) return { note: `forward: tfjs (not compiled natively: ${compiled.reason})` };
+  if (compiled.forward.classes !== loaded.labels.length) {
+    compiled.forward.dispose();
+    return { note: `forward: tfjs (the model has ${compiled.forward.classes} outputs for ${loaded.labels.length} labels)` };
+  }
+  return { native: compiled.forward, note: `forward: native oneDNN (${compiled.forward.ops} fused ops)` };
+}
+
+/** Softmax of each row of `logits` ([n, classes]), in double: one array per row. */
+function softmaxRows(logits: Float32Array, n: number, classes: number): Float32Array[] {
+  return Array.from({ length: n }, (_, i) => {
+    const row = logits.subarray(i * classes, (i + 1) * classes);
+    let max = -Infinity;
+    for (const v of row) max = Math.max(max, v);
+    const e = Array.from(row, (v) => Math.exp(v - max));
+    const sum = e.reduce((a, b) => a + b, 0);
+    return Float32Array.from(e, (v) => v / sum);
+  });
+}
+
+export function makeClassifier(loaded: LoadedExport, opts: ClassifierOptions = {}): Classifier {
   const settings = exportSettings(loaded);
   const pixels = settings.imageSize * settings.imageSize * 3;
   const numClasses = loaded.labels.length;
+  const { native, note } = chooseForward(loaded, opts);
   return {
+    forwardNote: note,
     labels: loaded.labels,
     settings,
     version: loaded.version,
@@ -70,6 +111,7 @@ export function makeClassifier(loaded: LoadedExport): Classifier {
         if (x.length !== pixels) throw new RangeError(`input ${i} holds ${x.length} values, expected ${pixels}`);
         batch.set(x, i * pixels);
       });
+      if (native) return n === 0 ? [] : softmaxRows(native.logits(batch, n), n, numClasses);
       const probs = tf.tidy(() => {
         const x = tf.tensor4d(batch, [n, settings.imageSize, settings.imageSize, 3]);
         const logits = loaded.model.predict(x) as tf.Tensor;
@@ -80,6 +122,7 @@ export function makeClassifier(loaded: LoadedExport): Classifier {
       return inputs.map((_, i) => flat.slice(i * numClasses, (i + 1) * numClasses));
     },
     dispose(): void {
+      native?.dispose();
       loaded.model.dispose();
     },
   };

@@ -131,7 +131,9 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   const loaded = opts.loaded ?? (await loadExport(opts.modelDir!));
   let classifier: Classifier;
   try {
-    classifier = makeClassifier(loaded);
+    // A model this server loaded is checked here and run on the model thread, which compiles its own
+    // native forward: this copy stays on tfjs.
+    classifier = makeClassifier(loaded, opts.loaded ? {} : { forward: 'tfjs' });
   } catch (err) {
     if (!opts.loaded) loaded.model.dispose();
     throw err;
@@ -140,7 +142,7 @@ export async function startServer(opts: ServeOptions): Promise<RunningServer> {
   // keeps its copy only for the checks above and the preprocessing settings. A model the caller
   // passed in (`loaded`, the notebook's) stays on this thread: it is theirs.
   let thread: ModelThread | undefined;
-  let backendNote = backend.note;
+  let backendNote = `${backend.note}; ${classifier.forwardNote}`;
   if (!opts.loaded) {
     try {
       thread = await ModelThread.start(loaded.path, opts.backend);

@@ -20,7 +20,7 @@ async function load(): Promise<void> {
   try {
     const chosen = await chooseBackend(backend);
     classifier = makeClassifier(await loadExport(versionPath));
-    post({ kind: 'ready', backendNote: chosen.note });
+    post({ kind: 'ready', backendNote: `${chosen.note}; ${classifier.forwardNote}` });
   } catch (err) {
     post({ kind: 'error', message: errorMessage(err) });
   }

@@ -591,6 +591,413 @@ napi_value SumSquares(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Whole-network inference. Serving and evaluation run a trained ResNet forward only, where tfjs's
+// op-by-op path spends most of its time outside the convolutions: a reorder NHWC -> blocked and back
+// around each one, then batch norm, ReLU, add and pooling as separate passes over the wasm heap. Here
+// the JavaScript side (lib/engine/native-forward.ts) folds every batch norm into its convolution's
+// weights and bias and hands over the list of what is left; the network keeps activations in the
+// layout oneDNN's convolutions prefer (channel-blocked) from op to op, fuses ReLU and the residual
+// sum into the convolutions as post-ops, and reorders only the images in and nothing out (the logits
+// are plain [n, classes]). Primitives are created once per power-of-two batch size (other sizes run as
+// chunks of those); activation buffers are shared slots reused as soon as their value is dead, so a
+// batch needs a few activations' worth of memory.
+//
+// An op is 16 integers: type, src (index of the op whose output it reads, -1 = the images), res (op
+// whose output a conv adds before its ReLU, -1 none), relu, then
+//   conv:  co kh kw sh sw padT padL padB padR dh dw   weights: HWIO kernel (co*ci*kh*kw), bias (co)
+//   max pool:  -  kh kw sh sw padT padL padB padR
+//   global average pool, dense: units                weights: [in, units] kernel, bias (units)
+// The last op is a dense layer; its output is the network's.
+enum NetOpType { kNetConv = 0, kNetMaxPool = 1, kNetAvgPool = 2, kNetDense = 3 };
+constexpr int kNetOpInts = 16;
+
+struct NetOp {
+  int32_t p[kNetOpInts];
+  memory::dim c = 0, h = 0, w = 0;     // input (per image)
+  memory::dim oc = 0, oh = 0, ow = 0;  // output (per image); dense: oh = ow = 0 (2-D)
+  std::vector<float> weights, bias;
+  memory::desc userWeights;
+  // Weights reordered to what each batch size's primitive asked for (almost always one layout).
+  std::vector<std::pair<memory::desc, memory>> packed;
+  memory biasMem;
+};
+
+// One argument of one step: fixed memory (weights), or an activation whose buffer is bound per call.
+enum Bind { kFixed = -1, kImages = -2, kLogits = -3 };
+struct StepArg {
+  int id;
+  memory mem;
+  int slot;  // >= 0: activation slot; or a Bind
+};
+struct Step {
+  dnnl::primitive prim;
+  std::vector<StepArg> args;
+};
+struct Exec {
+  std::vector<Step> steps;
+  std::vector<size_t> slotBytes;
+};
+
+struct Network {
+  static constexpr uint32_t kMagic = 0x6e657431;
+  uint32_t magic = kMagic;
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+  memory::dim h = 0, w = 0, c = 0, classes = 0;
+  std::vector<NetOp> ops;
+  std::map<memory::dim, std::unique_ptr<Exec>> execs;
+  std::vector<std::vector<char>> slots;
+  bool disposed = false;
+};
+
+void* aligned(std::vector<char>& v, size_t bytes) {
+  if (v.size() < bytes + 64) v.resize(bytes + 64);
+  uintptr_t p = reinterpret_cast<uintptr_t>(v.data());
+  return reinterpret_cast<void*>((p + 63) & ~uintptr_t(63));
+}
+
+memory packedWeights(Network& net, NetOp& op, const memory::desc& want) {
+  for (auto& pw : op.packed) {
+    if (pw.first == want) return pw.second;
+  }
+  memory user(op.userWeights, net.eng, op.weights.data());
+  memory m(want, net.eng);
+  dnnl::reorder(user, m).execute(net.strm, user, m);
+  net.strm.wait();
+  op.packed.emplace_back(want, m);
+  return m;
+}
+
+dnnl::primitive_attr netAttr(bool sum, bool relu) {
+  dnnl::primitive_attr attr;
+  dnnl::post_ops ops;
+  if (sum) ops.append_sum(1.f);
+  if (relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+  attr.set_post_ops(ops);
+  return attr;
+}
+
+// Plans one batch size: primitives, the layout of every activation, and which slot holds it.
+std::unique_ptr<Exec> planNetwork(Network& net, memory::dim n) {
+  auto ex = std::make_unique<Exec>();
+  const int count = int(net.ops.size());
+  std::vector<int> lastUse(static_cast<size_t>(count), -1);
+  for (int i = 0; i < count; i++) {
+    const int32_t* p = net.ops[size_t(i)].p;
+    if (p[1] >= 0) lastUse[size_t(p[1])] = std::max(lastUse[size_t(p[1])], i);
+    if (p[2] >= 0) lastUse[size_t(p[2])] = std::max(lastUse[size_t(p[2])], i);
+  }
+  std::vector<memory::desc> desc(static_cast<size_t>(count));
+  std::vector<int> slotOf(static_cast<size_t>(count), -1);
+  std::vector<int> freeSlots;
+  auto takeSlot = [&](size_t bytes) {
+    int s;
+    if (!freeSlots.empty()) {
+      s = freeSlots.back();
+      freeSlots.pop_back();
+    } else {
+      s = int(ex->slotBytes.size());
+      ex->slotBytes.push_back(0);
+    }
+    ex->slotBytes[size_t(s)] = std::max(ex->slotBytes[size_t(s)], bytes);
+    return s;
+  };
+  const memory::desc images({n, net.c, net.h, net.w}, dt::f32, tag::nhwc);
+  auto valueDesc = [&](int v) { return v < 0 ? images : desc[size_t(v)]; };
+  auto valueArg = [&](int id, int v) {
+    return StepArg{id, memory(valueDesc(v), net.eng, DNNL_MEMORY_NONE), v < 0 ? int(kImages) : slotOf[size_t(v)]};
+  };
+  // The op's input in layout `want`: the value itself, or a reorder into a temporary slot.
+  std::vector<int> temps;
+  auto input = [&](int v, const memory::desc& want) {
+    if (want == valueDesc(v)) return valueArg(DNNL_ARG_SRC, v);
+    const int s = takeSlot(want.get_size());
+    temps.push_back(s);
+    Step r;
+    r.prim = dnnl::reorder(dnnl::reorder::primitive_desc(net.eng, valueDesc(v), net.eng, want));
+    r.args.push_back(valueArg(DNNL_ARG_FROM, v));
+    r.args.push_back({DNNL_ARG_TO, memory(want, net.eng, DNNL_MEMORY_NONE), s});
+    ex->steps.push_back(std::move(r));
+    return StepArg{DNNL_ARG_SRC, memory(want, net.eng, DNNL_MEMORY_NONE), s};
+  };
+  const auto inf = dnnl::prop_kind::forward_inference;
+  for (int i = 0; i < count; i++) {
+    NetOp& op = net.ops[size_t(i)];
+    const int32_t* p = op.p;
+    const bool last = i == count - 1;
+    const memory::desc src = valueDesc(p[1]);
+    Step step;
+    memory::desc dst;
+    temps.clear();
+    if (p[0] == kNetConv) {
+      const memory::dims strides = {p[7], p[8]}, dil = {p[13] - 1, p[14] - 1}, padl = {p[9], p[10]}, padr = {p[11], p[12]};
+      const memory::desc anySrc({n, op.c, op.h, op.w}, dt::f32, tag::any),
+          anyW({op.oc, op.c, p[5], p[6]}, dt::f32, tag::any), bias({op.oc}, dt::f32, tag::x);
+      // With a residual the output starts as the residual's values, so it takes that layout.
+      const memory::desc dstWant = p[2] >= 0 ? valueDesc(p[2]) : memory::desc({n, op.oc, op.oh, op.ow}, dt::f32, tag::any);
+      auto d = dnnl::convolution_forward::desc(inf, dnnl::algorithm::convolution_direct, anySrc, anyW, bias, dstWant,
+                                               strides, dil, padl, padr);
+      auto pd = dnnl::convolution_forward::primitive_desc(d, netAttr(p[2] >= 0, p[3] != 0), net.eng);
+      step.prim = dnnl::convolution_forward(pd);
+      step.args.push_back(input(p[1], pd.src_desc()));
+      step.args.push_back({DNNL_ARG_WEIGHTS, packedWeights(net, op, pd.weights_desc()), kFixed});
+      step.args.push_back({DNNL_ARG_BIAS, op.biasMem, kFixed});
+      dst = pd.dst_desc();
+    } else if (p[0] == kNetMaxPool || p[0] == kNetAvgPool) {
+      const bool max = p[0] == kNetMaxPool;
+      const memory::dims strides = max ? memory::dims{p[7], p[8]} : memory::dims{1, 1},
+                         kernel = max ? memory::dims{p[5], p[6]} : memory::dims{op.h, op.w},
+                         padl = max ? memory::dims{p[9], p[10]} : memory::dims{0, 0},
+                         padr = max ? memory::dims{p[11], p[12]} : memory::dims{0, 0};
+      const memory::desc anyDst({n, op.oc, op.oh, op.ow}, dt::f32, tag::any);
+      auto d = dnnl::pooling_forward::desc(inf, max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_exclude_padding,
+                                           src, anyDst, strides, kernel, padl, padr);
+      auto pd = dnnl::pooling_forward::primitive_desc(d, net.eng);
+      step.prim = dnnl::pooling_forward(pd);
+      step.args.push_back(valueArg(DNNL_ARG_SRC, p[1]));
+      dst = pd.dst_desc();
+    } else {
+      const bool flat = op.h == 0;
+      const memory::desc anySrc = flat ? memory::desc({n, op.c}, dt::f32, tag::any) : memory::desc({n, op.c, op.h, op.w}, dt::f32, tag::any);
+      const memory::desc anyW = flat ? memory::desc({op.oc, op.c}, dt::f32, tag::any) : memory::desc({op.oc, op.c, op.h, op.w}, dt::f32, tag::any);
+      const memory::desc bias({op.oc}, dt::f32, tag::x), out({n, op.oc}, dt::f32, tag::nc);
+      auto d = dnnl::inner_product_forward::desc(inf, anySrc, anyW, bias, out);
+      auto pd = dnnl::inner_product_forward::primitive_desc(d, netAttr(false, p[3] != 0), net.eng);
+      step.prim = dnnl::inner_product_forward(pd);
+      step.args.push_back(input(p[1], pd.src_desc()));
+      step.args.push_back({DNNL_ARG_WEIGHTS, packedWeights(net, op, pd.weights_desc()), kFixed});
+      step.args.push_back({DNNL_ARG_BIAS, op.biasMem, kFixed});
+      dst = pd.dst_desc();
+    }
+    desc[size_t(i)] = dst;
+    if (last) {
+      slotOf[size_t(i)] = kLogits;
+    } else if (p[2] >= 0 && lastUse[size_t(p[2])] == i && slotOf[size_t(p[2])] >= 0) {
+      slotOf[size_t(i)] = slotOf[size_t(p[2])];  // the sum runs in place over the dead residual
+      ex->slotBytes[size_t(slotOf[size_t(i)])] = std::max(ex->slotBytes[size_t(slotOf[size_t(i)])], dst.get_size());
+    } else {
+      slotOf[size_t(i)] = takeSlot(dst.get_size());
+    }
+    if (p[2] >= 0 && slotOf[size_t(i)] != slotOf[size_t(p[2])]) {
+      // The residual is read again later (or is the images): copy it into the output first.
+      Step copy;
+      copy.prim = dnnl::reorder(dnnl::reorder::primitive_desc(net.eng, valueDesc(p[2]), net.eng, dst));
+      copy.args.push_back(valueArg(DNNL_ARG_FROM, p[2]));
+      copy.args.push_back({DNNL_ARG_TO, memory(dst, net.eng, DNNL_MEMORY_NONE), slotOf[size_t(i)]});
+      ex->steps.push_back(std::move(copy));
+    }
+    step.args.push_back({DNNL_ARG_DST, memory(dst, net.eng, DNNL_MEMORY_NONE), slotOf[size_t(i)]});
+    ex->steps.push_back(std::move(step));
+    for (int s : temps) freeSlots.push_back(s);
+    for (int v : {p[1], p[2]}) {
+      if (v >= 0 && lastUse[size_t(v)] == i && slotOf[size_t(v)] >= 0 && slotOf[size_t(v)] != slotOf[size_t(i)] &&
+          std::find(freeSlots.begin(), freeSlots.end(), slotOf[size_t(v)]) == freeSlots.end()) {
+        freeSlots.push_back(slotOf[size_t(v)]);
+      }
+    }
+  }
+  return ex;
+}
+
+void finalizeNetwork(napi_env, void* data, void*) { delete static_cast<Network*>(data); }
+
+Network* networkArg(napi_env env, napi_value v) {
+  napi_valuetype t;
+  void* data = nullptr;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external || napi_get_value_external(env, v, &data) != napi_ok) {
+    return nullptr;
+  }
+  Network* net = static_cast<Network*>(data);
+  return net && net->magic == Network::kMagic ? net : nullptr;
+}
+
+// createNetwork(ops: Int32Array(16 x count), weights: Float32Array[], input: Int32Array [h, w, c]) -> external
+// Checks every op's shapes and weight counts; copies the weights (the arrays may go away).
+napi_value CreateNetwork(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  auto fail = [&](const std::string& m) { return throwError(env, "imgclass_onednn.createNetwork: " + m); };
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc != 3) return fail("expected 3 arguments");
+  napi_typedarray_type type;
+  size_t nInts = 0, nShape = 0;
+  void *opsData = nullptr, *shapeData = nullptr;
+  if (napi_get_typedarray_info(env, argv[0], &type, &nInts, &opsData, nullptr, nullptr) != napi_ok || type != napi_int32_array ||
+      nInts == 0 || nInts % kNetOpInts != 0) {
+    return fail("ops must be a non-empty Int32Array of 16 integers per op");
+  }
+  if (napi_get_typedarray_info(env, argv[2], &type, &nShape, &shapeData, nullptr, nullptr) != napi_ok || type != napi_int32_array || nShape != 3) {
+    return fail("input must be an Int32Array [height, width, channels]");
+  }
+  uint32_t nWeights = 0;
+  if (napi_get_array_length(env, argv[1], &nWeights) != napi_ok) return fail("weights must be an array of Float32Array");
+  auto net = std::make_unique<Network>();
+  const int32_t* shape = static_cast<const int32_t*>(shapeData);
+  net->h = shape[0];
+  net->w = shape[1];
+  net->c = shape[2];
+  if (net->h < 1 || net->w < 1 || net->c < 1) return fail("input dimensions must be positive");
+  const int count = int(nInts / kNetOpInts);
+  uint32_t nextWeight = 0;
+  auto takeWeights = [&](std::vector<float>& out, size_t want, const char* what, int i) -> bool {
+    napi_value a;
+    float* d = nullptr;
+    size_t len = 0;
+    if (nextWeight >= nWeights || napi_get_element(env, argv[1], nextWeight++, &a) != napi_ok || !floatArray(env, a, &d, &len)) {
+      fail("op " + std::to_string(i) + ": missing its " + what + " Float32Array");
+      return false;
+    }
+    if (len != want) {
+      fail("op " + std::to_string(i) + ": " + what + " holds " + std::to_string(len) + " values, expected " + std::to_string(want));
+      return false;
+    }
+    out.assign(d, d + len);
+    return true;
+  };
+  try {
+    for (int i = 0; i < count; i++) {
+      NetOp op;
+      std::memcpy(op.p, static_cast<const int32_t*>(opsData) + size_t(i) * kNetOpInts, sizeof op.p);
+      const int32_t* p = op.p;
+      const std::string where = "op " + std::to_string(i) + ": ";
+      if (p[1] < -1 || p[1] >= i || p[2] < -1 || p[2] >= i) return fail(where + "reads an op that does not come before it");
+      if (p[1] < 0) {
+        op.c = net->c, op.h = net->h, op.w = net->w;
+      } else {
+        const NetOp& in = net->ops[size_t(p[1])];
+        op.c = in.oc, op.h = in.oh, op.w = in.ow;
+      }
+      if (p[0] == kNetConv) {
+        if (op.h == 0) return fail(where + "a convolution needs feature maps, not vectors");
+        const int64_t ekh = int64_t(p[5] - 1) * p[13] + 1, ekw = int64_t(p[6] - 1) * p[14] + 1;
+        if (p[4] < 1 || p[5] < 1 || p[6] < 1 || p[7] < 1 || p[8] < 1 || p[13] < 1 || p[14] < 1 ||
+            std::min({p[9], p[10], p[11], p[12]}) < 0) {
+          return fail(where + "bad convolution geometry");
+        }
+        op.oc = p[4];
+        op.oh = (op.h + p[9] + p[11] - ekh) / p[7] + 1;
+        op.ow = (op.w + p[10] + p[12] - ekw) / p[8] + 1;
+        if (op.h + p[9] + p[11] < ekh || op.w + p[10] + p[12] < ekw) return fail(where + "the kernel is larger than the padded input");
+        if (!takeWeights(op.weights, size_t(p[5]) * p[6] * op.c * op.oc, "kernel", i) || !takeWeights(op.bias, size_t(op.oc), "bias", i)) return nullptr;
+        op.userWeights = memory::desc({op.oc, op.c, p[5], p[6]}, dt::f32, tag::hwio);
+      } else if (p[0] == kNetMaxPool) {
+        if (op.h == 0 || p[5] < 1 || p[6] < 1 || p[7] < 1 || p[8] < 1 || std::min({p[9], p[10], p[11], p[12]}) < 0) {
+          return fail(where + "bad max pool geometry");
+        }
+        op.oc = op.c;
+        op.oh = (op.h + p[9] + p[11] - p[5]) / p[7] + 1;
+        op.ow = (op.w + p[10] + p[12] - p[6]) / p[8] + 1;
+        if (op.oh < 1 || op.ow < 1) return fail(where + "the pool window is larger than the padded input");
+      } else if (p[0] == kNetAvgPool) {
+        if (op.h == 0) return fail(where + "global average pooling needs feature maps");
+        op.oc = op.c, op.oh = 1, op.ow = 1;
+      } else if (p[0] == kNetDense) {
+        if (p[4] < 1) return fail(where + "a dense layer needs units >= 1");
+        if (op.h > 1 || op.w > 1) return fail(where + "a dense layer reads a vector (global average pool first)");
+        op.oc = p[4], op.oh = 0, op.ow = 0;
+        if (!takeWeights(op.weights, size_t(op.c) * op.oc, "kernel", i) || !takeWeights(op.bias, size_t(op.oc), "bias", i)) return nullptr;
+        // tfjs's [in, units] is oneDNN's "io" (and hwio with 1x1 maps).
+        op.userWeights = op.h == 0 ? memory::desc({op.oc, op.c}, dt::f32, tag::io) : memory::desc({op.oc, op.c, 1, 1}, dt::f32, tag::hwio);
+      } else {
+        return fail(where + "unknown op type " + std::to_string(p[0]));
+      }
+      if (p[2] >= 0) {
+        const NetOp& r = net->ops[size_t(p[2])];
+        if (p[0] != kNetConv || r.oc != op.oc || r.oh != op.oh || r.ow != op.ow) return fail(where + "a residual must match a convolution's output shape");
+      }
+      if ((p[0] == kNetConv || p[0] == kNetDense)) {
+        op.biasMem = memory(memory::desc({op.oc}, dt::f32, tag::x), net->eng, op.bias.data());
+      }
+      net->ops.push_back(std::move(op));
+    }
+    if (nextWeight != nWeights) return fail("more weight arrays than the ops use");
+    if (net->ops.back().p[0] != kNetDense) return fail("the last op must be a dense layer (the logits)");
+    net->classes = net->ops.back().oc;
+  } catch (const dnnl::error& e) {
+    return fail(std::string("oneDNN: ") + e.what());
+  }
+  napi_value out;
+  Network* raw = net.release();
+  if (napi_create_external(env, raw, finalizeNetwork, nullptr, &out) != napi_ok) {
+    delete raw;
+    return fail("cannot create the network object");
+  }
+  return out;
+}
+
+// networkForward(net, images: Float32Array (n x h x w x c, NHWC), n) -> Float32Array logits (n x classes)
+napi_value NetworkForward(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  auto fail = [&](const std::string& m) { return throwError(env, "imgclass_onednn.networkForward: " + m); };
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc != 3) return fail("expected 3 arguments");
+  Network* net = networkArg(env, argv[0]);
+  if (!net) return fail("not a network");
+  if (net->disposed) return fail("the network was disposed");
+  float* images = nullptr;
+  size_t len = 0;
+  int64_t n = 0;
+  if (!floatArray(env, argv[1], &images, &len) || !getInt(env, argv[2], &n) || n < 1) return fail("expected (network, Float32Array, n >= 1)");
+  if (len != size_t(n) * net->h * net->w * net->c) {
+    return fail("images hold " + std::to_string(len) + " values, expected " + std::to_string(n) + " x " +
+                std::to_string(net->h) + " x " + std::to_string(net->w) + " x " + std::to_string(net->c));
+  }
+  napi_value buffer, result;
+  void* outData = nullptr;
+  const size_t outCount = size_t(n) * net->classes;
+  if (napi_create_arraybuffer(env, outCount * 4, &outData, &buffer) != napi_ok ||
+      napi_create_typedarray(env, napi_float32_array, outCount, buffer, 0, &result) != napi_ok) {
+    return fail("cannot allocate the logits");
+  }
+  try {
+    // A batch runs as chunks of power-of-two sizes (37 = 32 + 4 + 1): a server sees every batch size up
+    // to its maximum, and primitives for each would cost JIT time and memory for little gain.
+    std::unordered_map<int, memory> args;
+    for (int64_t done = 0; done < n;) {
+      memory::dim chunk = 1;
+      while (chunk * 2 <= n - done) chunk *= 2;
+      auto it = net->execs.find(chunk);
+      if (it == net->execs.end()) it = net->execs.emplace(chunk, planNetwork(*net, chunk)).first;
+      Exec& ex = *it->second;
+      if (net->slots.size() < ex.slotBytes.size()) net->slots.resize(ex.slotBytes.size());
+      std::vector<void*> ptr(ex.slotBytes.size());
+      for (size_t s = 0; s < ptr.size(); s++) ptr[s] = aligned(net->slots[s], ex.slotBytes[s]);
+      float* in = images + size_t(done) * net->h * net->w * net->c;
+      float* out = static_cast<float*>(outData) + size_t(done) * net->classes;
+      for (Step& step : ex.steps) {
+        args.clear();
+        for (StepArg& a : step.args) {
+          if (a.slot >= 0) a.mem.set_data_handle(ptr[size_t(a.slot)]);
+          else if (a.slot == kImages) a.mem.set_data_handle(in);
+          else if (a.slot == kLogits) a.mem.set_data_handle(out);
+          args.emplace(a.id, a.mem);
+        }
+        step.prim.execute(net->strm, args);
+      }
+      net->strm.wait();
+      done += chunk;
+    }
+  } catch (const dnnl::error& e) {
+    return fail(std::string("oneDNN: ") + e.what() + " (status " + std::to_string(int(e.status)) + ")");
+  }
+  return result;
+}
+
+// disposeNetwork(net): frees its weights, primitives and buffers now rather than at garbage collection.
+napi_value DisposeNetwork(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  Network* net = nullptr;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc != 1 || !(net = networkArg(env, argv[0]))) {
+    return throwError(env, "imgclass_onednn.disposeNetwork: expected a network");
+  }
+  net->execs.clear();
+  net->ops.clear();
+  net->slots.clear();
+  net->disposed = true;
+  return nullptr;
+}
+
 napi_value SetThreads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -639,6 +1046,9 @@ napi_value Init(napi_env env, napi_value exports) {
       {"bnForward", nullptr, BnForward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"bnBackward", nullptr, BnBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"sumSquares", nullptr, SumSquares, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"createNetwork", nullptr, CreateNetwork, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"networkForward", nullptr, NetworkForward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"disposeNetwork", nullptr, DisposeNetwork, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
