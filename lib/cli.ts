@@ -3,6 +3,7 @@
  * `imgclass <command>`: parsing only; each command calls one library function and prints its result.
  * Flags are the tutorial's snake_case (`--train_csv`); kebab-case (`--train-csv`) works too.
  */
+import type { Precision } from './engine/native-train';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { normalizeFlags, snakeCaseFlags } from './cli-flags';
 import { UserError, errorMessage } from './errors';
@@ -50,6 +51,11 @@ function depthArg(value: string): ResNetConfig['depth'] {
   const n = Number(value);
   if (![18, 34, 50, 101, 152, 200].includes(n)) throw new InvalidArgumentError(`expected 18, 34, 50, 101, 152 or 200, got "${value}"`);
   return n as ResNetConfig['depth'];
+}
+
+function precisionArg(value: string): Precision {
+  if (value !== 'float32' && value !== 'bfloat16') throw new InvalidArgumentError(`expected float32 or bfloat16, got "${value}"`);
+  return value;
 }
 
 function positiveNumber(value: string): number {
@@ -236,8 +242,9 @@ export function buildProgram(): Command {
     .option('--weight-decay <f>', 'L2 weight decay (not on batch norm)', Number, 1e-4)
     .option('--base-learning-rate <f>', 'learning rate for a batch of 256', Number, 0.1)
     .option('--seed <n>', 'local: seed of initialisation, shuffling and augmentation', wholeNumber(0), 42)
-    .option('--workers <n>', 'local: model replicas on worker threads (default: one per core)', wholeNumber(1))
+    .option('--workers <n>', 'local: model replicas on worker threads (default: one on all cores with the onednn engine, else one per core)', wholeNumber(1))
     .option('--engine <name>', 'local: tensorflow (tfjs-node), onednn (wasm + oneDNN kernels), wasm (XNNPACK), or cpu (slow; only when asked); default: the fastest available')
+    .option('--precision <type>', 'float32 or bfloat16 (tensorflow/tpu\'s flag): convolutions and matrix products in bfloat16 with float32 accumulation, weights and statistics float32; local default float32 (bfloat16 needs the onednn engine on a CPU with AVX512_BF16 or AMX), gcp default bfloat16', precisionArg)
     .option('--init-from <source>', 'local: start from a pretrained model: an imgclass export (local or gs://), or a TensorFlow.js model.json (Layers or graph format), its folder, or an http(s) URL of one')
     .option('--trainable <part>', 'with --init_from: backbone (the whole network; default for Layers models) or head (backbone frozen; the only choice for graph models)')
     .option('--fine-tune-lr-scale <f>', 'with --init_from and --trainable backbone: the backbone\'s learning rate as a fraction of the head\'s (default 0.1)', positiveNumber)

@@ -11,7 +11,7 @@ const path = require('node:path');
 const root = path.resolve(__dirname, '..');
 const dir = path.join(root, 'native', 'onednn');
 const output = path.join(dir, 'build', 'Release', 'imgclass_onednn.node');
-const sources = ['onednn.cc', 'binding.gyp'].map((f) => path.join(dir, f));
+const sources = ['onednn.cc', 'train-network.cc', 'binding.gyp'].map((f) => path.join(dir, f));
 const required = process.env.IMGCLASS_REQUIRE_ONEDNN === '1';
 
 function fail(message) {

@@ -30,11 +30,13 @@ before(async () => {
 
 after(() => removeDir(work));
 
-test('poolLayout: one replica per worker, at most one per image, cores shared out', () => {
-  assert.deepEqual(poolLayout(undefined, 32, 2), { replicas: 2, threads: 1 });
-  assert.deepEqual(poolLayout(1, 32, 2), { replicas: 1, threads: 2 });
-  assert.deepEqual(poolLayout(8, 3, 4), { replicas: 3, threads: 1 });
-  assert.deepEqual(poolLayout(2, 32, 1), { replicas: 2, threads: 1 });
+test('poolLayout: one replica on all cores for oneDNN, else one per core; at most one per image, cores shared out', () => {
+  assert.deepEqual(poolLayout(undefined, 32, 2, 'wasm'), { replicas: 2, threads: 1 });
+  assert.deepEqual(poolLayout(undefined, 32, 4, 'onednn'), { replicas: 1, threads: 4 });
+  assert.deepEqual(poolLayout(1, 32, 2, 'wasm'), { replicas: 1, threads: 2 });
+  assert.deepEqual(poolLayout(2, 32, 2, 'onednn'), { replicas: 2, threads: 1 });
+  assert.deepEqual(poolLayout(8, 3, 4, 'wasm'), { replicas: 3, threads: 1 });
+  assert.deepEqual(poolLayout(2, 32, 1, 'wasm'), { replicas: 2, threads: 1 });
 });
 
 test('compute-only training gives train()\'s losses on train()\'s batches, step for step, and writes nothing', async () => {

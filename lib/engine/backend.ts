@@ -96,6 +96,22 @@ export async function chooseBackend(preferred?: BackendName, opts: BackendOption
   return { name: 'wasm', engine: 'wasm', note: (await activateWasm()) + tensorflowNote + onednnNote };
 }
 
+/**
+ * The engine chooseBackend(preferred) will pick, found without activating anything (the training
+ * coordinator sizes its replica pool before the replicas choose): tensorflow when tfjs-node is
+ * installed, else onednn when our addon loads, else wasm.
+ */
+export function likelyEngine(preferred: BackendName | undefined): BackendName {
+  if (preferred != null) return preferred;
+  try {
+    require.resolve(NODE_PACKAGE);
+    return 'tensorflow';
+  } catch {
+    // not installed
+  }
+  return loadOneDnn().ok ? 'onednn' : 'wasm';
+}
+
 /** Directory holding the wasm binaries, found through module resolution so any cwd / worker thread works. */
 export function wasmBinaryDir(): string {
   // The package's `main` is dist/tf-backend-wasm.node.js, next to the .wasm files.

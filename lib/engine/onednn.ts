@@ -39,6 +39,10 @@ interface Addon {
   createNetwork(ops: Int32Array, weights: Float32Array[], input: Int32Array): NativeNetworkHandle;
   networkForward(net: NativeNetworkHandle, images: Float32Array, n: number): Float32Array;
   disposeNetwork(net: NativeNetworkHandle): void;
+  createTrainNetwork(ops: Int32Array, refs: Int32Array, floats: Float32Array, tensors: Int32Array, input: Int32Array, bf16: boolean): NativeTrainHandle;
+  trainNetworkStep(net: NativeTrainHandle, heap: ArrayBuffer, offsets: Float64Array, images: Float32Array, labels: Int32Array, n: number,
+    grad: Float32Array, stats: Float32Array, labelSmoothing: number): Float64Array;
+  disposeTrainNetwork(net: NativeTrainHandle): void;
   setThreads(n: number): void;
   info(): { version: string; isa: string; threads: number };
 }
@@ -48,6 +52,12 @@ export type NativeNetworkHandle = { readonly __brand: 'imgclass-onednn-network' 
 
 /** The addon's network calls (see native/onednn createNetwork), when the addon loads in this thread. */
 export type NativeNetworkApi = Pick<Addon, 'createNetwork' | 'networkForward' | 'disposeNetwork'>;
+
+/** A whole training network held by the addon (./native-train builds them). */
+export type NativeTrainHandle = { readonly __brand: 'imgclass-onednn-train-network' };
+
+/** The addon's training-network calls (see native/onednn/train-network.cc). */
+export type NativeTrainApi = Pick<Addon, 'createTrainNetwork' | 'trainNetworkStep' | 'disposeTrainNetwork'>;
 
 /** What the wasm backend offers its kernels (tfjs-backend-wasm's BackendWasm, the parts we use). */
 interface WasmBackend extends tf.KernelBackend {
@@ -107,6 +117,41 @@ export function nativeNetworkApi(): NativeNetworkApi | undefined {
  * oneDNN's thread count for the calling thread (OpenMP's is per thread). Training replicas each own a
  * core and use 1; a single process (serving, evaluation) may use all cores.
  */
+/**
+ * The training-network calls, when the oneDNN engine is active in this thread (the native step reads
+ * the weights on tfjs-wasm's heap), else undefined.
+ */
+export function nativeTrainApi(): NativeTrainApi | undefined {
+  return addon && oneDnnKernelsActive() && tf.getBackend() === BACKEND ? addon : undefined;
+}
+
+/**
+ * Whether oneDNN runs bfloat16 convolutions natively here (AVX512_BF16 or AMX, as its effective ISA
+ * reports them); the reason otherwise.
+ */
+export function bfloat16Support(): { ok: true; isa: string } | { ok: false; reason: string } {
+  const r = loadOneDnn();
+  if (!r.ok) return { ok: false, reason: r.reason };
+  return bfloat16Isa(r.isa) ? { ok: true, isa: r.isa } : { ok: false, reason: `this CPU's oneDNN reports ${r.isa}, without bfloat16 (needs AVX512_BF16 or AMX)` };
+}
+
+/** oneDNN ISA names (dnnl::cpu_isa) with native bfloat16 arithmetic. */
+export function bfloat16Isa(isa: string): boolean {
+  return isa === 'avx512_core_bf16' || isa.startsWith('avx512_core_amx');
+}
+
+/** The wasm heap and the byte offset of each float32 tensor on it, read at the moment of the call. */
+export function wasmHeapOffsets(tensors: tf.Tensor[]): { heap: ArrayBuffer; offsets: Float64Array } {
+  if (tf.getBackend() !== BACKEND) throw new Error(`wasmHeapOffsets: the active backend is ${tf.getBackend()}, not wasm`);
+  const b = tf.backend() as WasmBackend;
+  const offsets = new Float64Array(tensors.length);
+  tensors.forEach((t, i) => {
+    if (t.dtype !== 'float32' || t.isDisposed) throw new Error(`wasmHeapOffsets: tensor ${i} is ${t.isDisposed ? 'disposed' : t.dtype}`);
+    offsets[i] = b.getMemoryOffset(t.dataId);
+  });
+  return { heap: b.wasm.HEAPU8.buffer as ArrayBuffer, offsets };
+}
+
 export function setOneDnnThreads(n: number): void {
   requireAddon().setThreads(Math.max(1, Math.floor(n)));
 }

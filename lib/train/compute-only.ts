@@ -6,7 +6,9 @@
  * the step itself is ReplicaPool.trainStep, shared with train(), not a copy of it.
  */
 import { modelSummary, ResNetConfig } from '../model';
-import type { BackendName } from '../engine/backend';
+import { likelyEngine, type BackendName } from '../engine/backend';
+import type { Precision } from '../engine/native-train';
+import type { TrainingStepChoice } from './protocol';
 import { learningRate, WEIGHT_DECAY } from './recipe';
 import { defaultPreprocessing } from './preprocessing';
 import { poolLayout, ReplicaPool, StepResult } from './replicas';
@@ -25,6 +27,8 @@ export interface ComputeOnlyOptions {
   /** Worker threads, one replica each, as train()'s `workers` (default one per core). */
   workers?: number;
   backend?: BackendName;
+  precision?: Precision;
+  trainingStep?: TrainingStepChoice;
   /** As train()'s (default 42), so both start from the same weights. */
   seed?: number;
   baseLearningRate?: number;
@@ -73,11 +77,13 @@ export async function trainComputeOnly(opts: ComputeOnlyOptions): Promise<Comput
     ...(opts.widthMultiplier !== undefined ? { widthMultiplier: opts.widthMultiplier } : {}),
   };
   const pool = await ReplicaPool.start({
-    ...poolLayout(opts.workers, batchSize),
+    ...poolLayout(opts.workers, batchSize, undefined, likelyEngine(opts.backend)),
     trainableParams: modelSummary(model).trainableParams,
     model,
     preprocessing: defaultPreprocessing(opts.imageSize),
     backend: opts.backend,
+    ...(opts.precision ? { precision: opts.precision } : {}),
+    ...(opts.trainingStep ? { trainingStep: opts.trainingStep } : {}),
     labelSmoothing: 0,
     weightDecay: WEIGHT_DECAY,
   });

@@ -15,7 +15,9 @@ import { saveCheckpoint, loadLatestCheckpoint } from './checkpoint';
 import { SummaryWriter } from './summary-writer';
 import { MetricsLog, readMetrics } from './metrics';
 import { ReplicaPool, poolLayout } from './replicas';
-import type { BackendName } from '../engine/backend';
+import { likelyEngine, type BackendName } from '../engine/backend';
+import type { Precision } from '../engine/native-train';
+import type { TrainingStepChoice } from './protocol';
 import { planInitFrom, type InitFromOptions, type InitFromPlan } from './init-from';
 
 export interface TrainOptions extends InitFromOptions {
@@ -44,6 +46,10 @@ export interface TrainOptions extends InitFromOptions {
   /** Worker threads, one model replica each; default one per core. */
   workers?: number;
   backend?: BackendName;
+  /** tensorflow/tpu's --precision: bfloat16 convolutions and matrix products with float32 accumulation (oneDNN engine on a CPU with bf16), or float32 (default). */
+  precision?: Precision;
+  /** The native one-graph step, tfjs ops, or (default) native where possible (ReplicaInit.trainingStep). */
+  trainingStep?: TrainingStepChoice;
   /** Stop cleanly (checkpoint, then return) when this aborts: Ctrl-C in the CLI, a button in a notebook. */
   signal?: AbortSignal;
   onEvent?: (e: TrainEvent) => void;
@@ -205,11 +211,13 @@ async function trainLocked(opts: TrainOptions): Promise<TrainResult> {
   const tbEval = await SummaryWriter.create(storage.joinPath(opts.modelDir, 'eval'));
 
   const pool = await ReplicaPool.start({
-    ...poolLayout(opts.workers, batchSize),
+    ...poolLayout(opts.workers, batchSize, undefined, likelyEngine(opts.backend)),
     trainableParams: summary.trainableParams,
     model: modelCfg,
     preprocessing,
     backend: opts.backend,
+    ...(opts.precision ? { precision: opts.precision } : {}),
+    ...(opts.trainingStep ? { trainingStep: opts.trainingStep } : {}),
     labelSmoothing: opts.labelSmoothing ?? 0,
     weightDecay: opts.weightDecay ?? WEIGHT_DECAY,
     ...(transfer ? { transfer: transfer.plan, backboneLrScale: transfer.lrScale } : {}),

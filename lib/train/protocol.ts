@@ -8,6 +8,7 @@ import type { ResNetConfig } from '../model';
 import type { PreprocessingSettings } from './preprocessing';
 import type { BackendName } from '../engine/backend';
 import type { TransferPlan } from '../transfer/model';
+import type { Precision } from '../engine/native-train';
 
 export interface TensorData {
   name: string;
@@ -34,7 +35,16 @@ export interface ReplicaInit {
   transfer?: TransferPlan;
   /** Learning-rate multiplier of the transferred backbone's trainable weights. */
   backboneLrScale?: number;
+  /** Arithmetic of convolutions and matrix products (tensorflow/tpu's --precision); default float32. */
+  precision?: Precision;
+  /**
+   * How a step computes its gradients: the whole step as one native oneDNN graph (lib/engine/native-train.ts),
+   * tfjs ops, or (default) the native graph when the engine and the model allow it.
+   */
+  trainingStep?: TrainingStepChoice;
 }
+
+export type TrainingStepChoice = 'auto' | 'native' | 'tfjs';
 
 export type ToReplica =
   | { kind: 'init'; init: ReplicaInit }
@@ -47,7 +57,9 @@ export type ToReplica =
   | { kind: 'close' };
 
 export type FromReplica =
-  | { kind: 'ready'; backend: string; engine: BackendName; note: string; gradLength: number; trainable: { name: string; shape: number[] }[] }
+  | { kind: 'ready'; backend: string; engine: BackendName; note: string; gradLength: number; trainable: { name: string; shape: number[] }[];
+      /** Which kernels compute the step, for the engine line: "training step: ..." */
+      stepNote: string }
   | { kind: 'grads-done'; id: number; crossEntropy: number }
   /** decayLoss: weightDecay x sum(w^2)/2 before this update (replica 0 only). */
   | { kind: 'applied'; id: number; decayLoss?: number }

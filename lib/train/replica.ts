@@ -18,6 +18,8 @@ import { buildTransferModel } from '../transfer/model';
 import { backboneFiles } from '../transfer/export-files';
 import { UserError } from '../errors';
 import type { ToReplica, FromReplica, ReplicaInit } from './protocol';
+import { compileNativeTraining, NativeTrainStep } from '../engine/native-train';
+import { bfloat16Support } from '../engine/onednn';
 
 interface Replica {
   init: ReplicaInit;
@@ -35,6 +37,29 @@ interface Replica {
   /** --init_from: learning-rate multipliers of the backbone's weights; the graph backbone an export carries. */
   lrScale?: Map<string, number>;
   graphDir?: string;
+  /** The whole step as one native graph, when the engine and the model allow it. */
+  native?: NativeTrainStep;
+}
+
+/**
+ * The native training step for this replica's model, or undefined with the reason for the engine line.
+ * bfloat16 exists only on the native step: asking for it where that step cannot run is an error.
+ */
+function nativeStep(init: ReplicaInit, engine: string, model: tf.LayersModel): { step?: NativeTrainStep; note: string } {
+  const precision = init.precision ?? 'float32';
+  const choice = init.trainingStep ?? 'auto';
+  if (precision === 'bfloat16') {
+    if (engine !== 'onednn') throw new UserError(`--precision bfloat16 needs the onednn engine (this run uses ${engine}): build the oneDNN addon or use --precision float32`);
+    const support = bfloat16Support();
+    if (!support.ok) throw new UserError(`--precision bfloat16: ${support.reason}; use --precision float32`);
+    if (choice === 'tfjs') throw new UserError('--precision bfloat16 runs only on the native training step, not on tfjs ops');
+  }
+  if (choice === 'tfjs') return { note: 'training step: tfjs ops (asked for)' };
+  if (engine !== 'onednn') return { note: `training step: tfjs ops on the ${engine} engine` };
+  const r = compileNativeTraining(model, { precision });
+  if (r.ok) return { step: r.step, note: `training step: one native oneDNN graph (${r.step.ops} ops, ${precision})` };
+  if (choice === 'native' || precision === 'bfloat16') throw new UserError(`the native training step cannot run this model: ${r.reason}`);
+  return { note: `training step: tfjs ops (native graph not used: ${r.reason})` };
 }
 
 let replica: Replica | undefined;
@@ -68,7 +93,9 @@ async function handle(msg: ToReplica): Promise<void> {
       if (msg.init.gradSlot.byteLength !== offset * 4) {
         throw new Error(`gradient slot holds ${msg.init.gradSlot.byteLength / 4} floats, model has ${offset} trainable`);
       }
+      const native = nativeStep(msg.init, choice.engine, model);
       replica = {
+        native: native.step,
         init: msg.init,
         model,
         optimizer: createOptimizer(),
@@ -80,7 +107,7 @@ async function handle(msg: ToReplica): Promise<void> {
         lrScale,
         graphDir: transfer?.graphDir,
       };
-      post({ kind: 'ready', backend: choice.name, engine: choice.engine, note: choice.note, gradLength: offset, trainable: trainable.map(({ name, shape }) => ({ name, shape })) });
+      post({ kind: 'ready', backend: choice.name, engine: choice.engine, note: choice.note, gradLength: offset, trainable: trainable.map(({ name, shape }) => ({ name, shape })), stepNote: native.note });
       return;
     }
     case 'close':
@@ -90,6 +117,15 @@ async function handle(msg: ToReplica): Promise<void> {
   if (!r) throw new Error(`replica got "${msg.kind}" before "init"`);
   switch (msg.kind) {
     case 'grads': {
+      if (r.native) {
+        const s = r.init.model.imageSize;
+        const x = new Float32Array(msg.size * s * s * 3);
+        normalizeInto(msg.images.subarray(0, msg.size * s * s * 3), x, r.init.preprocessing);
+        const out = r.native.run(x, msg.labels.subarray(0, msg.size), msg.size, r.gradSlot, r.init.labelSmoothing);
+        post({ kind: 'grads-done', id: msg.id, crossEntropy: out.crossEntropy });
+        if (r.init.index === 0) r.decayLoss = 0.5 * r.init.weightDecay * out.sumSquares;
+        return;
+      }
       const x = inputTensor(r, msg.images, msg.size);
       const y = tf.tensor1d(msg.labels.subarray(0, msg.size), 'int32');
       try {

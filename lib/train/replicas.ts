@@ -5,7 +5,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import * as os from 'node:os';
-import type { BackendName } from '../engine/backend';
+import { likelyEngine, type BackendName } from '../engine/backend';
 import { weightedSumNative } from '../engine/onednn';
 import * as path from 'node:path';
 import { UserError } from '../errors';
@@ -111,12 +111,16 @@ export function splitSizes(n: number, parts: number): number[] {
 }
 
 /**
- * How many replicas train a batch and how many oneDNN threads each gets: one replica per worker
- * (default one per core), never more replicas than images, and the cores shared out so that
- * replicas x threads <= cores. train() and the compute-only benchmark both size their pool with it.
+ * How many replicas train a batch and how many oneDNN threads each gets. On the oneDNN engine the
+ * step runs as one native graph on all cores, so one replica takes every core (a second would
+ * duplicate the step's fixed costs and add the gradient average); on the other engines each replica
+ * is single-threaded tfjs, so there is one per core. `workers` overrides either, never more replicas
+ * than images, and the cores are shared out so that replicas x threads <= cores. train() and the
+ * compute-only benchmark both size their pool with it.
  */
-export function poolLayout(workers: number | undefined, batchSize: number, cores: number = os.availableParallelism()): { replicas: number; threads: number } {
-  const replicas = Math.max(1, Math.min(workers ?? cores, batchSize));
+export function poolLayout(workers: number | undefined, batchSize: number, cores: number = os.availableParallelism(),
+  engine: BackendName | undefined = likelyEngine(undefined)): { replicas: number; threads: number } {
+  const replicas = Math.max(1, Math.min(workers ?? (engine === 'onednn' ? 1 : cores), batchSize));
   return { replicas, threads: Math.max(1, Math.floor(cores / replicas)) };
 }
 
@@ -151,7 +155,7 @@ export class ReplicaPool {
         new Float32Array(avgBuf),
         first.backend,
         first.engine,
-        first.note,
+        `${first.note}; ${first.stepNote}`,
         opts.model.imageSize * opts.model.imageSize * 3,
       );
     } catch (err) {

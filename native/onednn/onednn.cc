@@ -447,6 +447,8 @@ napi_value MomentumUpdate(napi_env env, napi_callback_info info) {
   float* acc = reinterpret_cast<float*>(base + aOff);
   const float c = -float(lr), mf = float(m), wdf = float(wd);
   const int64_t len = int64_t(n);
+  // On all cores for the large kernels: with one replica on every core this pass is on the step's critical path.
+#pragma omp parallel for schedule(static) if (len > 32768)
   for (int64_t j = 0; j < len; j++) {
     const float gj = wdf != 0.f ? g[j] + w[j] * wdf : g[j];
     const float a = acc[j] * mf + gj;
@@ -1058,4 +1060,9 @@ napi_value Init(napi_env env, napi_value exports) {
 
 }  // namespace
 
-NAPI_MODULE_INIT() { return Init(env, exports); }
+void registerTrainNetwork(napi_env env, napi_value exports);  // train-network.cc
+
+NAPI_MODULE_INIT() {
+  registerTrainNetwork(env, exports);
+  return Init(env, exports);
+}

@@ -42,6 +42,8 @@ export interface ExperimentInput {
   labelSmoothing?: number;
   minCropArea?: number;
   initCheckpoint?: string;
+  /** --precision; on the TPU the default is bfloat16, as tensorflow/tpu's resnet_main and Model Garden's TPU configs. */
+  precision?: 'float32' | 'bfloat16';
   tpu: TpuSpec;
 }
 
@@ -215,9 +217,9 @@ export function experimentConfig(o: ExperimentInput): ExperimentConfig {
       max_to_keep: 5,
       optimizer_config: optimizationConfig(schedule),
     },
-    // bfloat16 is the TPU's native matmul type (Model Garden's TPU ResNet configs use it); the
-    // weights and the exported model stay float32.
-    runtime: { distribution_strategy: 'tpu', tpu: 'local', mixed_precision_dtype: 'bfloat16', enable_xla: true },
+    // bfloat16 is the TPU's native matmul type (Model Garden's TPU ResNet configs use it) and the
+    // default; --precision float32 asks for float32 throughout. The weights and the export stay float32.
+    runtime: { distribution_strategy: 'tpu', tpu: 'local', mixed_precision_dtype: o.precision ?? 'bfloat16', enable_xla: true },
   };
 }
 

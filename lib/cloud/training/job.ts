@@ -154,6 +154,7 @@ export async function planTraining(c: CloudClient, o: BackendTrainOptions, opts:
     labelSmoothing: o.labelSmoothing,
     minCropArea: o.minCropArea,
     initCheckpoint: o.initCheckpoint,
+    ...(o.precision ? { precision: o.precision } : {}),
     tpu,
   });
   const staged = storage.joinPath(modelDir, 'imgclass');
