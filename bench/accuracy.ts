@@ -4,7 +4,7 @@
  * `--eval_every_epochs`; report the wall time to reach 88 % top-1 and the final accuracy.
  *   npm run build && node dist/bench/accuracy.js [--train_images 10000] [--image_size 64]
  *       [--epochs 30] [--batch 64] [--eval_every_epochs 2] [--base_lr 0.4] [--min_crop_area 0.5]
- *       [--label_smoothing 0] [--weight_decay 1e-4] [--seed 42]
+ *       [--label_smoothing 0] [--weight_decay 1e-4] [--seed 42] [--precision float32|bfloat16]
  * The defaults are the README's run that reaches 88 %. Compared with tensorflow/tpu's ImageNet
  * recipe, the random crop keeps at least half the image (0.08 cost 2.5 points on 28x28 items) and
  * the base LR is higher (0.4 per 256 images), which a 10,000-image set trains well with.
@@ -17,7 +17,8 @@ import { exportFashionMnistJpegs, FASHION_MNIST_CLASSES } from '../lib/fashion-m
 import { preprocess } from '../lib/preprocess';
 import { train } from '../lib/train';
 import { BENCHMARK_BASE_LEARNING_RATE } from '../lib/train/recipe';
-import { numberArg } from './args';
+import { numberArg, stringArg } from './args';
+import type { Precision } from '../lib/engine/native-train';
 
 const TRAIN_IMAGES = numberArg('train_images', 10000);
 const IMAGE_SIZE = numberArg('image_size', 64);
@@ -32,6 +33,8 @@ const WEIGHT_DECAY = numberArg('weight_decay', 1e-4);
 /** Seed of initialisation, shuffling and augmentation (the train command's default is 42). */
 const SEED = numberArg('seed', 42);
 const TARGET = 0.88;
+/** tensorflow/tpu's --precision (issue 14: bfloat16 should end within 0.5 points of float32). */
+const PRECISION = stringArg('precision', 'float32') as Precision;
 
 /** JPEG folders → CSVs → shards, cached in the temp folder across runs. */
 async function prepare(work: string): Promise<string> {
@@ -81,6 +84,7 @@ async function main(): Promise<void> {
     labelSmoothing: LABEL_SMOOTHING,
     weightDecay: WEIGHT_DECAY,
     seed: SEED,
+    precision: PRECISION,
     onEvent: (e) => {
       if (e.kind === 'start') t0 = Date.now();
       if (e.kind === 'step' && e.step % 50 === 0) process.stderr.write(`step ${e.step}/${trainSteps} loss ${e.loss.toFixed(3)} ${e.imagesPerSecond.toFixed(1)} img/s\n`);
@@ -105,6 +109,7 @@ async function main(): Promise<void> {
       label_smoothing: LABEL_SMOOTHING,
       weight_decay: WEIGHT_DECAY,
       seed: SEED,
+      precision: PRECISION,
       backend: `${r.engine} x${r.replicas}`,
       train_img_s: Number(r.imagesPerSecond.toFixed(1)),
       target_top1: TARGET,

@@ -11,6 +11,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { chooseBackend } from '../lib/engine/backend';
@@ -18,9 +19,12 @@ import { bfloat16Isa, bfloat16Support, loadOneDnn } from '../lib/engine/onednn';
 import { compileNativeTraining } from '../lib/engine/native-train';
 import { buildResNet, decayedWeightNames, ResNetConfig } from '../lib/model';
 import { mulberry32, Rng } from '../lib/random';
-import { crossEntropyGradients, weightDecayLoss } from '../lib/train/recipe';
+import { crossEntropyGradients, evaluateBatch, weightDecayLoss } from '../lib/train/recipe';
+import { evalBatches } from '../lib/train/input';
+import { defaultPreprocessing, normalizeInto } from '../lib/train/preprocessing';
 import { train, TrainEvent } from '../lib/train';
 import { preprocessSamples } from './sample-shards';
+import { loadExport } from '../lib/export';
 import { tempDir, removeDir } from './helpers';
 
 const loaded = loadOneDnn();
@@ -243,13 +247,14 @@ after(() => removeDir(work));
 
 const SMALL = { imageSize: 32, trainBatchSize: 8, widthMultiplier: 0.25, stepsPerEval: 1_000_000 } as const;
 
-async function losses(modelDir: string, extra: Partial<Parameters<typeof train>[0]>): Promise<{ losses: number[]; note: string; replicas: number }> {
+async function losses(modelDir: string, extra: Partial<Parameters<typeof train>[0]>, onEvent?: (e: TrainEvent) => void): Promise<{ losses: number[]; note: string; replicas: number }> {
   const out: number[] = [];
   let note = '';
   let replicas = 0;
   await train({
     dataDir, modelDir, ...SMALL, trainSteps: 4, ...extra,
     onEvent: (e: TrainEvent) => {
+      onEvent?.(e);
       if (e.kind === 'step') out.push(e.loss);
       if (e.kind === 'start') {
         note = e.backendNote;
@@ -261,13 +266,34 @@ async function losses(modelDir: string, extra: Partial<Parameters<typeof train>[
 }
 
 test('train(): the native step follows the tfjs step, says so on the engine line, and resumes from a checkpoint exactly', { skip }, async () => {
-  const native = await losses(path.join(work, 'native'), {});
+  const exportDir = path.join(work, 'native-export');
+  let lastEval: { top1: number; loss: number; count: number } | undefined;
+  const native = await losses(path.join(work, 'native'), { exportDir, stepsPerEval: 4 }, (e) => {
+    if (e.kind === 'eval') lastEval = e;
+  });
   assert.match(native.note, /training step: one native oneDNN graph \(53 ops, float32\)/);
   assert.equal(native.replicas, 1, 'one replica on every core');
   const ops = await losses(path.join(work, 'tfjs'), { trainingStep: 'tfjs', workers: 1 });
   assert.match(ops.note, /training step: tfjs ops/);
   native.losses.forEach((l, i) => assert.ok(Math.abs(l - ops.losses[i]!) < 2e-3 * ops.losses[i]!, `step ${i + 1}: ${l} vs ${ops.losses[i]}`));
   assert.ok(native.losses[3] !== native.losses[0], 'the weights moved');
+
+  // Its evaluation (the native forward) against tfjs's model.apply on the exported weights.
+  assert.ok(lastEval && lastEval.count === 40, 'evaluated the 40 validation images');
+  const loaded = await loadExport(exportDir);
+  const settings = defaultPreprocessing(32);
+  let lossSum = 0;
+  let top1Sum = 0;
+  for await (const b of evalBatches({ dataDir, imageSize: 32, batchSize: 32, settings })) {
+    const x = new Float32Array(b.size * 32 * 32 * 3);
+    normalizeInto(b.images.subarray(0, x.length), x, settings);
+    const m = evaluateBatch(loaded.model, tf.tensor4d(x, [b.size, 32, 32, 3]), tf.tensor1d(b.labels.subarray(0, b.size), 'int32'), 5);
+    lossSum += m.loss * m.count;
+    top1Sum += m.top1 * m.count;
+  }
+  loaded.model.dispose();
+  assert.ok(Math.abs(lastEval.loss - lossSum / 40) < 1e-4 * (lossSum / 40), `eval loss ${lastEval.loss} vs tfjs ${lossSum / 40}`);
+  assert.equal(lastEval.top1, top1Sum / 40);
 
   // Stopped after step 2 (it checkpoints) and started again: the same losses as the straight run.
   const dir = path.join(work, 'resumed');
@@ -289,10 +315,19 @@ test('train() --precision bfloat16: trains, or is refused before any step where 
     await assert.rejects(losses(path.join(work, 'bf16-refused'), { precision: 'bfloat16' }), /--precision bfloat16: .*without bfloat16/);
     return;
   }
-  const r = await losses(path.join(work, 'bf16'), { precision: 'bfloat16' });
+  const exportDir = path.join(work, 'bf16-export');
+  const r = await losses(path.join(work, 'bf16'), { precision: 'bfloat16', exportDir });
   assert.match(r.note, /training step: one native oneDNN graph \(53 ops, bfloat16\)/);
   assert.equal(r.losses.length, 4);
   assert.ok(r.losses.every(Number.isFinite));
+  // The export is the float32 model any tfjs runtime loads, as after a float32 run.
+  const version = path.join(exportDir, fs.readdirSync(exportDir)[0]!);
+  const manifest = JSON.parse(fs.readFileSync(path.join(version, 'model.json'), 'utf8')) as { weightsManifest: { weights: { dtype: string }[] }[] };
+  const dtypes = new Set(manifest.weightsManifest.flatMap((g) => g.weights.map((w) => w.dtype)));
+  assert.deepEqual([...dtypes], ['float32']);
+  const loaded = await loadExport(version);
+  assert.equal(loaded.model.outputs[0]!.shape[1], 5);
+  loaded.model.dispose();
   await assert.rejects(losses(path.join(work, 'bf16-tfjs'), { precision: 'bfloat16', trainingStep: 'tfjs' }), /only on the native training step/);
   await assert.rejects(losses(path.join(work, 'bf16-wasm'), { precision: 'bfloat16', backend: 'wasm' }), /needs the onednn engine/);
 });

@@ -10,8 +10,10 @@ import {
   lossAndGradients,
   evaluateBatch,
   shortRunNotice,
+  metricsFromLogits,
   LrScheduleConfig,
 } from '../lib/train/recipe';
+import { mulberry32 } from '../lib/random';
 import { UserError } from '../lib/errors';
 
 before(async () => {
@@ -284,4 +286,29 @@ test('labels must be int32 and match the batch', () => {
   assert.throws(() => evaluateBatch(model, x, short, 3), /4 images but 2 labels/);
   tf.dispose([x, floats, short]);
   model.dispose();
+});
+
+test('metricsFromLogits (evaluation on the native forward) gives evaluateBatch\'s loss, top-1 and top-5, ties included', async () => {
+  const rng = mulberry32(5);
+  for (const classes of [3, 7]) {
+    const n = 40;
+    // Logits rounded to quarters so that ties happen, in the label's row too.
+    const logits = Float32Array.from({ length: n * classes }, () => Math.round(8 * rng()) / 4);
+    const labels = Int32Array.from({ length: n }, () => Math.floor(rng() * classes));
+    const got = metricsFromLogits(logits, labels, classes);
+    const want = tf.tidy(() => {
+      const z = tf.tensor2d(logits, [n, classes]);
+      const y = tf.tensor1d(labels, 'int32');
+      const ce = tf.losses.softmaxCrossEntropy(tf.oneHot(y, classes), z).dataSync()[0] as number;
+      const top1 = tf.mean(tf.cast(tf.equal(tf.argMax(z, 1), y), 'float32')).dataSync()[0] as number;
+      const top5 = classes >= 5 ? tf.mean(tf.cast(tf.any(tf.equal(tf.topk(z, 5).indices, tf.expandDims(y, 1)), 1), 'float32')).dataSync()[0] as number : NaN;
+      return { ce, top1, top5 };
+    });
+    assert.ok(Math.abs(got.loss - want.ce) < 1e-5 * want.ce, `${classes} classes: loss ${got.loss} vs ${want.ce}`);
+    // tfjs's means are float32: 0.45 comes back as 0.45000001788.
+    assert.ok(Math.abs(got.top1 - want.top1) < 1e-6, `${classes} classes: top-1 ${got.top1} vs ${want.top1}`);
+    if (classes >= 5) assert.ok(Math.abs(got.top5 - want.top5) < 1e-6, `top-5 ${got.top5} vs ${want.top5}`);
+    else assert.ok(Number.isNaN(got.top5));
+    assert.equal(got.count, n);
+  }
 });

@@ -22,8 +22,10 @@ export interface TrainParameters {
   train_steps: number;
   steps_per_eval: number;
   base_learning_rate: number;
-  /** Replicas (worker threads); 0: one per core. */
+  /** Replicas (worker threads); 0: the default (one on all cores with the onednn engine, else one per core). */
   workers?: number;
+  /** tensorflow/tpu's --precision: 'float32' or 'bfloat16'; '' = float32 here, bfloat16 on a TPU. */
+  precision?: string;
   /** gcp: the TPU (v5e-4, v5e-1, v5e-8, v2-8, v3-8). */
   tpu?: string;
   /** gcp: a trainer image to use instead of building one. */
@@ -42,6 +44,9 @@ export function trainOptions(s: Settings, p: TrainParameters): BackendTrainOptio
     ...(p.trainable ? { trainable: p.trainable as Trainable } : {}),
   };
   if (s.backend === 'gcp') refuseInitFromOnGcp(transfer);
+  if (p.precision && p.precision !== 'float32' && p.precision !== 'bfloat16') {
+    throw new UserError(`precision "${p.precision}" is not known: use "float32", "bfloat16" or "" (float32 here, bfloat16 on a TPU)`);
+  }
   return {
     dataDir: s.paths.tfrecords,
     modelDir: s.paths.model,
@@ -53,6 +58,7 @@ export function trainOptions(s: Settings, p: TrainParameters): BackendTrainOptio
     stepsPerEval: p.steps_per_eval,
     baseLearningRate: p.base_learning_rate,
     ...(p.workers ? { workers: p.workers } : {}),
+    ...(p.precision ? { precision: p.precision as 'float32' | 'bfloat16' } : {}),
     ...(p.tpu ? { tpu: p.tpu } : {}),
     ...(p.trainer_image ? { trainerImage: p.trainer_image } : {}),
     // The source model decides the input size.
@@ -79,6 +85,7 @@ export function trainCommand(s: Settings, p: TrainParameters): string {
     ['base_learning_rate', o.baseLearningRate],
     ['init_from', o.initFrom],
     ['trainable', o.trainable],
+    ['precision', o.precision],
     ...(s.backend === 'gcp' ? [] : [['workers', o.workers] as [string, number | undefined]]),
   ];
   const args = flags.filter(([, v]) => v !== undefined).map(([k, v]) => `--${k}=${shellQuote(String(v))}`);

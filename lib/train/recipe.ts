@@ -427,6 +427,35 @@ export interface EvalMetrics {
   count: number;
 }
 
+/**
+ * evaluateBatch's metrics from logits already computed ([n, numClasses] row-major), e.g. by the native
+ * forward: mean softmax cross-entropy (in double), top-1 (the first largest logit, as tf.argMax) and
+ * top-5 (fewer than 5 logits rank above the label's, ties going to the lower index, as tf.topk).
+ */
+export function metricsFromLogits(logits: Float32Array, labels: Int32Array, numClasses: number): EvalMetrics {
+  const count = labels.length;
+  if (logits.length !== count * numClasses) throw new Error(`${logits.length} logits for ${count} images of ${numClasses} classes`);
+  let loss = 0;
+  let top1 = 0;
+  let top5 = 0;
+  for (let r = 0; r < count; r++) {
+    const row = logits.subarray(r * numClasses, (r + 1) * numClasses);
+    const label = labels[r] as number;
+    let max = -Infinity;
+    let arg = 0;
+    for (let k = 0; k < numClasses; k++) if ((row[k] as number) > max) (max = row[k] as number), (arg = k);
+    let sum = 0;
+    for (let k = 0; k < numClasses; k++) sum += Math.exp((row[k] as number) - max);
+    loss += Math.log(sum) + max - (row[label] as number);
+    if (arg === label) top1++;
+    const z = row[label] as number;
+    let above = 0;
+    for (let k = 0; k < numClasses; k++) if ((row[k] as number) > z || ((row[k] as number) === z && k < label)) above++;
+    if (above < 5) top5++;
+  }
+  return { loss: loss / count, top1: top1 / count, top5: numClasses >= 5 ? top5 / count : NaN, count };
+}
+
 /** Metrics of one batch in inference mode (batch norm uses its moving statistics). */
 export function evaluateBatch(model: tf.LayersModel, images: tf.Tensor4D, labels: tf.Tensor1D, numClasses: number): EvalMetrics {
   checkLabels(labels, images);

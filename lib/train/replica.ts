@@ -8,7 +8,8 @@ import { parentPort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { chooseBackend } from '../engine/backend';
 import { buildResNet } from '../model';
-import { crossEntropyGradients, weightDecayLoss, createOptimizer, evaluateBatch, flatEntries } from './recipe';
+import { crossEntropyGradients, weightDecayLoss, createOptimizer, evaluateBatch, flatEntries, metricsFromLogits } from './recipe';
+import { compileNativeForward, NativeForward } from '../engine/native-forward';
 import { decayedWeightNames, inPlaceUpdatableWeightNames } from '../model';
 import { copyInto } from '../engine/backend';
 import { normalizeInto } from './preprocessing';
@@ -39,6 +40,18 @@ interface Replica {
   graphDir?: string;
   /** The whole step as one native graph, when the engine and the model allow it. */
   native?: NativeTrainStep;
+  /**
+   * Evaluation's native forward (the server's), compiled from the current weights at the first eval
+   * batch after they change; null when the model does not compile (tfjs evaluates).
+   */
+  evalForward?: NativeForward | null;
+  engine: string;
+}
+
+/** The weights or statistics changed: the next evaluation compiles the forward again. */
+function weightsChanged(r: Replica): void {
+  r.evalForward?.dispose();
+  r.evalForward = undefined;
 }
 
 /**
@@ -95,6 +108,7 @@ async function handle(msg: ToReplica): Promise<void> {
       }
       const native = nativeStep(msg.init, choice.engine, model);
       replica = {
+        engine: choice.engine,
         native: native.step,
         init: msg.init,
         model,
@@ -117,6 +131,7 @@ async function handle(msg: ToReplica): Promise<void> {
   if (!r) throw new Error(`replica got "${msg.kind}" before "init"`);
   switch (msg.kind) {
     case 'grads': {
+      weightsChanged(r);
       if (r.native) {
         const s = r.init.model.imageSize;
         const x = new Float32Array(msg.size * s * s * 3);
@@ -149,6 +164,7 @@ async function handle(msg: ToReplica): Promise<void> {
       return;
     }
     case 'apply': {
+      weightsChanged(r);
       r.optimizer.setLearningRate(msg.lr);
       // Read the variables now: restoring a checkpoint may have replaced them since the last step.
       r.optimizer.applyFlat(flatEntries(r.model).entries, r.avgGrad, r.init.weightDecay, r.decayed, r.inPlace, r.lrScale);
@@ -157,6 +173,21 @@ async function handle(msg: ToReplica): Promise<void> {
       return;
     }
     case 'eval': {
+      if (r.engine === 'onednn') {
+        // On the oneDNN engine, evaluation runs the forward the server runs (3-4x tfjs's on a ResNet).
+        if (r.evalForward === undefined) {
+          const c = compileNativeForward(r.model);
+          r.evalForward = c.ok ? c.forward : null;
+        }
+        if (r.evalForward) {
+          const s = r.init.model.imageSize;
+          const x = new Float32Array(msg.size * s * s * 3);
+          normalizeInto(msg.images.subarray(0, msg.size * s * s * 3), x, r.init.preprocessing);
+          const m = metricsFromLogits(r.evalForward.logits(x, msg.size), msg.labels.subarray(0, msg.size), r.init.model.numClasses);
+          post({ kind: 'eval-done', id: msg.id, loss: m.loss, top1: m.top1, top5: m.top5, count: m.count });
+          return;
+        }
+      }
       const x = inputTensor(r, msg.images, msg.size);
       const y = tf.tensor1d(msg.labels.subarray(0, msg.size), 'int32');
       try {
@@ -179,6 +210,7 @@ async function handle(msg: ToReplica): Promise<void> {
       return;
     }
     case 'set-state': {
+      weightsChanged(r);
       setModelWeights(r.model, msg.weights, { partial: msg.optimizer === undefined });
       if (msg.optimizer) await setOptimizerWeights(r.optimizer, msg.optimizer);
       post({ kind: 'state-set', id: msg.id });
