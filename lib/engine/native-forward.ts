@@ -17,6 +17,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { errorMessage } from '../errors';
 import { nativeNetworkApi, NativeNetworkApi, NativeNetworkHandle } from './onednn';
+import { BatchNormFields, pair, Ref, Unsupported, unsupported, windowPads } from './layer-graph';
 
 /** A compiled network: logits for a batch of NHWC images. */
 export interface NativeForward {
@@ -52,43 +53,13 @@ interface Op {
   shared: boolean;
 }
 
-/** What a layer's output is in the compiled network: the images, an op's output, or zero padding of one of those. */
-type Ref =
-  | { kind: 'input' }
-  | { kind: 'op'; index: number }
-  | { kind: 'pad'; of: Ref; pads: [number, number, number, number] };
-
-/** The private fields of tfjs-layers' BatchNormalization that inference reads. */
-interface BatchNormFields {
-  axis: number;
-  epsilon: number;
-  center: boolean;
-  scale: boolean;
-  gamma?: tf.LayerVariable;
-  beta?: tf.LayerVariable;
-  movingMean: tf.LayerVariable;
-  movingVariance: tf.LayerVariable;
-}
-
 interface LayerNode {
   inboundLayers: tf.layers.Layer[];
-}
-
-class Unsupported extends Error {}
-
-function unsupported(layer: tf.layers.Layer, why: string): never {
-  throw new Unsupported(`layer "${layer.name}" (${layer.getClassName()}): ${why}`);
 }
 
 function values(t: tf.Tensor | tf.LayerVariable): Float32Array {
   const v = t instanceof tf.Tensor ? t : t.read();
   return Float32Array.from(v.dataSync() as Float32Array);
-}
-
-function pair(v: unknown, layer: tf.layers.Layer, what: string): [number, number] {
-  const a = Array.isArray(v) ? v : [v, v];
-  if (a.length !== 2 || !a.every((x) => Number.isInteger(x))) unsupported(layer, `${what} ${JSON.stringify(v)}`);
-  return a as [number, number];
 }
 
 function activationRelu(layer: tf.layers.Layer, activation: unknown): boolean {
@@ -99,16 +70,6 @@ function activationRelu(layer: tf.layers.Layer, activation: unknown): boolean {
 
 function channelsLast(layer: tf.layers.Layer, config: tf.serialization.ConfigDict): void {
   if (config.dataFormat != null && config.dataFormat !== 'channelsLast') unsupported(layer, `dataFormat ${String(config.dataFormat)}`);
-}
-
-/** The explicit padding [top, left, bottom, right] of a tfjs convolution or pool window (effH x effW after dilation). */
-function windowPads(info: { padInfo: { top: number; left: number }; inHeight: number; inWidth: number; outHeight: number; outWidth: number;
-  strideHeight: number; strideWidth: number }, effH: number, effW: number): [number, number, number, number] {
-  const p = info.padInfo;
-  // What makes the output size exact: tfjs's own bottom/right can include rows no window reads ('valid' leftovers).
-  const bottom = (info.outHeight - 1) * info.strideHeight + effH - info.inHeight - p.top;
-  const right = (info.outWidth - 1) * info.strideWidth + effW - info.inWidth - p.left;
-  return [p.top, p.left, Math.max(bottom, 0), Math.max(right, 0)];
 }
 
 /** Compiles `model` to a native network, or says why it cannot (the caller then runs tfjs). */

@@ -18,6 +18,7 @@ import * as tf from '@tensorflow/tfjs';
 import { errorMessage } from '../errors';
 import { decayedWeightNames } from '../model';
 import { nativeTrainApi, NativeTrainApi, NativeTrainHandle, wasmHeapOffsets } from './onednn';
+import { BatchNormFields, pair, Ref, Unsupported, unsupported, windowPads } from './layer-graph';
 
 export type Precision = 'float32' | 'bfloat16';
 
@@ -56,40 +57,6 @@ interface Op {
   floats: [number, number];
   /** Output [h, w, c] per image. */
   shape: [number, number, number];
-}
-
-type Ref = { kind: 'input' } | { kind: 'op'; index: number } | { kind: 'pad'; of: Ref; pads: [number, number, number, number] };
-
-interface BatchNormFields {
-  axis: number;
-  momentum: number;
-  epsilon: number;
-  center: boolean;
-  scale: boolean;
-  gamma?: tf.LayerVariable;
-  beta?: tf.LayerVariable;
-  movingMean: tf.LayerVariable;
-  movingVariance: tf.LayerVariable;
-}
-
-class Unsupported extends Error {}
-
-function unsupported(layer: tf.layers.Layer, why: string): never {
-  throw new Unsupported(`layer "${layer.name}" (${layer.getClassName()}): ${why}`);
-}
-
-function pair(v: unknown, layer: tf.layers.Layer, what: string): [number, number] {
-  const a = Array.isArray(v) ? v : [v, v];
-  if (a.length !== 2 || !a.every((x) => Number.isInteger(x))) unsupported(layer, `${what} ${JSON.stringify(v)}`);
-  return a as [number, number];
-}
-
-function windowPads(info: { padInfo: { top: number; left: number }; inHeight: number; inWidth: number; outHeight: number; outWidth: number;
-  strideHeight: number; strideWidth: number }, effH: number, effW: number): [number, number, number, number] {
-  const p = info.padInfo;
-  const bottom = (info.outHeight - 1) * info.strideHeight + effH - info.inHeight - p.top;
-  const right = (info.outWidth - 1) * info.strideWidth + effW - info.inWidth - p.left;
-  return [p.top, p.left, Math.max(bottom, 0), Math.max(right, 0)];
 }
 
 /** The weights the native step reads, in the order of its tensor table. */
